@@ -1,0 +1,1 @@
+"""art_ext attacks, mirroring ``art.attacks``."""

@@ -1,0 +1,5 @@
+"""
+``art_ext.attacks.evasion``, mirroring ``art.attacks.evasion``.
+"""
+
+__all__: list[str] = []

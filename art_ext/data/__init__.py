@@ -1,0 +1,19 @@
+"""
+Data loaders. ``load_digits`` uses scikit-learn's built-in digits; MNIST and rt-polarity are read from local files
+given by ``path`` or the ``ART_EXT_DATA`` environment variable. Nothing is ever downloaded.
+"""
+
+from art_ext.data._common import DATA_ENV, DataNotFoundError
+from art_ext.data.digits import load_digits
+from art_ext.data.mnist import load_mnist
+from art_ext.data.rt_polarity import Vocabulary, load_rt_polarity, tokenize
+
+__all__ = [
+    "DATA_ENV",
+    "DataNotFoundError",
+    "Vocabulary",
+    "load_digits",
+    "load_mnist",
+    "load_rt_polarity",
+    "tokenize",
+]

@@ -1,0 +1,1 @@
+"""art_ext defences, mirroring ``art.defences``."""

@@ -1,0 +1,5 @@
+"""
+``art_ext.defences.trainer``, mirroring ``art.defences.trainer``.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""Transformer defences, mirroring ``art.defences.transformer``."""

@@ -1,0 +1,1 @@
+"""art_ext estimators, mirroring ``art.estimators``."""

@@ -1,0 +1,5 @@
+"""
+``art_ext.evaluations``, mirroring ``art.evaluations``.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,62 @@
+"""Reference models and the shared fixtures: trained classifiers reach 90%+, both output variants agree."""
+
+import numpy as np
+import pytest
+
+from art_ext.backend import framework_of, get_backend
+from art_ext.models import ARCHITECTURES, build_model, make_classifier
+
+
+def test_fixture_classifiers_are_accurate(digits_mlp_classifier, digits_cnn_classifier, framework):
+    assert digits_mlp_classifier.test_accuracy >= 0.90
+    assert digits_cnn_classifier.test_accuracy >= 0.95
+    assert framework_of(digits_cnn_classifier) == framework
+
+
+def test_probability_variant_shares_weights(digits, digits_cnn_classifier, digits_cnn_classifier_probabilities):
+    x = digits[1][0][:50]
+    logits = digits_cnn_classifier.predict(x)
+    probs = digits_cnn_classifier_probabilities.predict(x)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (logits < 0).any() and (probs >= 0).all()
+    np.testing.assert_array_equal(logits.argmax(1), probs.argmax(1))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_architectures_have_the_same_shapes_in_both_frameworks(name, framework):
+    model = build_model(name, framework, seed=0)
+    shape = ARCHITECTURES[name][0 if framework == "pytorch" else 1]
+    ops = get_backend(framework)
+    x = ops.asarray(np.zeros((2,) + shape, np.float32))
+    out = ops.call_model(model, x)
+    assert ops.shape(out) == (2, 10)
+    n_params = sum(int(np.prod(ops.shape(w))) for w in ops.trainable_weights(model))
+    expected = {"digits_mlp": 9610, "digits_cnn": 38282, "lenet5": 61706}[name]
+    assert n_params == expected
+
+
+def test_make_classifier_rejects_bad_output(framework):
+    with pytest.raises(ValueError, match="output"):
+        make_classifier(("digits_mlp", framework), input_shape=(1, 8, 8), output="labels")
+    with pytest.raises(ValueError, match="architecture"):
+        build_model("resnet", framework)
+
+
+def test_build_model_is_seeded(framework):
+    ops = get_backend(framework)
+    a = ops.get_weights(build_model("digits_mlp", framework, seed=3))
+    b = ops.get_weights(build_model("digits_mlp", framework, seed=3))
+    c = ops.get_weights(build_model("digits_mlp", framework, seed=4))
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))
+
+
+@pytest.mark.gpu
+def test_classifier_trains_on_cuda(framework, digits):
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
+    clf = make_classifier(build_model("digits_cnn", framework, seed=0), input_shape=shape)
+    if framework == "pytorch":
+        assert clf.device.type == "cuda"
+    clf.fit(x_train, y_train, nb_epochs=10, batch_size=64)
+    assert np.mean(clf.predict(x_test).argmax(1) == y_test) > 0.9
