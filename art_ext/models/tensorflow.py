@@ -118,7 +118,10 @@ def text_lstm(vocab_size: int, frequencies: Any = None, embedding_dim: int = 64,
         return lstm(embeddings, mask=tf.cast(mask, tf.bool), training=training)
 
     model = _text_model_class()(
-        vocab_size, normalized_embedding(vocab_size, embedding_dim, frequencies), encoder, tf.keras.layers.Dense(nb_classes)
+        vocab_size,
+        normalized_embedding(vocab_size, embedding_dim, frequencies),
+        encoder,
+        tf.keras.layers.Dense(nb_classes),
     )
     model.encoder_layers = [lstm]
     model(tf.ones((1, 4), dtype=tf.int32))
@@ -143,7 +146,10 @@ def text_cnn(
         return tf.reduce_max(h - (1.0 - mask[..., None]) * 1e4, axis=1)
 
     model = _text_model_class()(
-        vocab_size, normalized_embedding(vocab_size, embedding_dim, frequencies), encoder, tf.keras.layers.Dense(nb_classes)
+        vocab_size,
+        normalized_embedding(vocab_size, embedding_dim, frequencies),
+        encoder,
+        tf.keras.layers.Dense(nb_classes),
     )
     model.encoder_layers = [conv]
     model(tf.ones((1, 4), dtype=tf.int32))

@@ -265,5 +265,7 @@ class VirtualAdversarialPerturbation(EvasionAttack):
                 return log_probabilities(ops, ops.forward(est, inputs, training=False), kind)
 
             log_p = log_prob_fn(z)
-            d = virtual_adversarial_direction(ops, log_prob_fn, z, log_p, self.xi, self.max_iter, self._rng, None, device)
+            d = virtual_adversarial_direction(
+                ops, log_prob_fn, z, log_p, self.xi, self.max_iter, self._rng, None, device
+            )
             yield sl, ops.to_numpy(d)

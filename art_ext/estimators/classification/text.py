@@ -186,7 +186,8 @@ class TextClassifierMixin:
             else:
                 lab = ops.asarray(labels[i : i + batch_size], dtype="int64", device=device)
                 _, (grad,) = ops.value_and_grad(
-                    lambda e: -ops.sum(ops.gather_rows(log_prob_fn(e), lab)), [emb]  # noqa: B023
+                    lambda e: -ops.sum(ops.gather_rows(log_prob_fn(e), lab)),
+                    [emb],  # noqa: B023
                 )
                 d = unit_direction(ops, grad, mask)
             out.append(ops.to_numpy(emb + eps * d))
