@@ -275,8 +275,9 @@ class VirtualAdversarialTrainer(Trainer):
                         idx_l = next_labeled(labeled_batch_size)
                         xb = np.concatenate([x[idx_l], x_unlabeled[order[s * batch_size : (s + 1) * batch_size]]])
                     yb = ops.asarray(y[idx_l], dtype="int64", device=device)
+                    n_labeled = len(idx_l)
                     total += ops.train_step(
-                        model, optimizer, lambda xb=xb, yb=yb, n=len(idx_l): self._loss(xb, yb, n, device), weights
+                        model, optimizer, lambda xb=xb, yb=yb, n=n_labeled: self._loss(xb, yb, n, device), weights
                     )
                 self.history.append(total / steps)
                 bar.set_postfix(loss=f"{total / steps:.4f}")

@@ -128,7 +128,7 @@ class TextClassifierMixin:
             emb, mask = self.embed_tensor(ops.asarray(x[i : i + batch_size], dtype="int64", device=device))
             labels = ops.asarray(y[i : i + batch_size], dtype="int64", device=device)
             _, (grad,) = ops.value_and_grad(
-                lambda e: ops.sum(ops.cross_entropy(self.classify_tensor(e, mask, training=False), labels, False)),
+                lambda e, m=mask, t=labels: ops.sum(ops.cross_entropy(self.classify_tensor(e, m, False), t, False)),
                 [ops.stop_gradient(emb)],
             )
             out.append(ops.to_numpy(grad * mask))
@@ -186,8 +186,8 @@ class TextClassifierMixin:
             else:
                 lab = ops.asarray(labels[i : i + batch_size], dtype="int64", device=device)
                 _, (grad,) = ops.value_and_grad(
-                    lambda e: -ops.sum(ops.gather_rows(log_prob_fn(e), lab)),
-                    [emb],  # noqa: B023
+                    lambda e, t=lab: -ops.sum(ops.gather_rows(log_prob_fn(e), t)),
+                    [emb],
                 )
                 d = unit_direction(ops, grad, mask)
             out.append(ops.to_numpy(emb + eps * d))
