@@ -201,3 +201,15 @@ def test_bad_inputs_raise_clear_errors(framework, digits):
         VirtualAdversarialPerturbation(clf, verbose=False).generate(x.reshape(10, -1))
     # ART's keyword for the finite difference is accepted (and unused): a drop-in replacement.
     VirtualAdversarialPerturbation(clf, eps=0.5, finite_diff=1e-6, max_iter=1, batch_size=1, verbose=False)
+
+
+def test_cli_vat_and_demo_section(framework, tmp_path, capsys):
+    from art_ext.cli.main import main
+
+    assert main(["vat", "--framework", framework, "--labels", "20", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| supervised only |" in out and "| VAT |" in out
+    assert main(["demo", "--framework", framework, "--out", str(tmp_path), "--quick", "--sections", "vat"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| labels | supervised only | VAT | gain |" in text
+    assert (tmp_path / "vat_accuracy_vs_labels.png").stat().st_size > 1000
