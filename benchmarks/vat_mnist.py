@@ -64,7 +64,9 @@ def main() -> None:
         error = 1.0 - float(np.mean(clf.predict(x_test).argmax(1) == y_test))
         rows.append([name, 100 * error, trainer.eps_, steps, elapsed])
         print(f"{name}: error {100 * error:.2f}%", flush=True)
-    print(f"\nMNIST, {args.labels} labels, {len(x_unl)} unlabelled, {len(x_test)} test images, LeNet-5, {args.framework}")
+    print(
+        f"\nMNIST, {args.labels} labels, {len(x_unl)} unlabelled, {len(x_test)} test images, LeNet-5, {args.framework}"
+    )
     print(markdown_table(["training", "test error (%)", "eps", "steps", "seconds"], rows, floatfmt=".3g"))
     print(
         "VAT step cost relative to a supervised step (same run; the VAT step also carries the 128 unlabelled "
@@ -74,7 +76,9 @@ def main() -> None:
     # Speed: ours (autograd) vs ART's finite differences, same model, same inputs (ART's on a probability copy).
     x = x_test[: args.art_inputs]
     ours = VirtualAdversarialPerturbation(clf, eps=2.0, xi=1.0, max_iter=1, batch_size=len(x), verbose=False)
-    art = VirtualAdversarialMethod(to_probability_classifier(clf), eps=2.0, max_iter=1, batch_size=len(x), verbose=False)
+    art = VirtualAdversarialMethod(
+        to_probability_classifier(clf), eps=2.0, max_iter=1, batch_size=len(x), verbose=False
+    )
     start = time.perf_counter()
     ours.generate(x)
     t_ours = time.perf_counter() - start
