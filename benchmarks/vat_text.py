@@ -38,7 +38,8 @@ def main() -> None:
     )
     if args.quick:
         args.epochs, args.dim = 2, 64
-        x_train, y_train = x_train[:3000], y_train[:3000]
+        keep = np.random.default_rng(0).permutation(len(x_train))[:3000]  # the split is sorted by label
+        x_train, y_train = x_train[keep], y_train[keep]
     rows = []
     settings = {"baseline": {"alpha": 0.0}, "AT": {"alpha": 0.0, "adversarial_weight": 1.0}, "VAT": {"alpha": 1.0}}
     for name, kwargs in settings.items():
