@@ -7,6 +7,7 @@ from art_ext.data._common import DATA_ENV, DataNotFoundError
 from art_ext.data.digits import load_digits
 from art_ext.data.mnist import load_mnist
 from art_ext.data.rt_polarity import Vocabulary, load_rt_polarity, tokenize
+from art_ext.data.synthetic_text import make_synthetic_sentiment
 
 __all__ = [
     "DATA_ENV",
@@ -15,5 +16,6 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_rt_polarity",
+    "make_synthetic_sentiment",
     "tokenize",
 ]

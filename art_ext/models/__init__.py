@@ -9,6 +9,16 @@ name            input          architecture
 ``digits_cnn``  8x8x1          Conv 16, Conv 32, MaxPool, Dense 64, Dense 10
 ``lenet5``      28x28x1        LeNet-5 (ReLU, max-pooling)
 =============== ============== =========================================
+
+Text classifiers over right-padded int token ids (id 0 = padding), with frequency-normalised word embeddings
+(Miyato et al., 2017), built by :func:`build_text_model` and wrapped by :func:`make_text_classifier`:
+
+=============== =====================================================================
+name            architecture
+=============== =====================================================================
+``text_lstm``   NormalizedEmbedding, LSTM (state at the last real token), Dense
+``text_cnn``    NormalizedEmbedding, Conv1D 3 + ReLU, max over real tokens, Dense
+=============== =====================================================================
 """
 
 from __future__ import annotations
@@ -18,7 +28,15 @@ from typing import Any
 from art_ext.backend import framework_of
 from art_ext.utils.seed import set_seed
 
-__all__ = ["ARCHITECTURES", "build_model", "make_classifier", "to_probability_classifier"]
+__all__ = [
+    "ARCHITECTURES",
+    "TEXT_ARCHITECTURES",
+    "build_model",
+    "build_text_model",
+    "make_classifier",
+    "make_text_classifier",
+    "to_probability_classifier",
+]
 
 #: name -> (input shape channels-first, input shape channels-last)
 ARCHITECTURES = {
@@ -26,6 +44,9 @@ ARCHITECTURES = {
     "digits_cnn": ((1, 8, 8), (8, 8, 1)),
     "lenet5": ((1, 28, 28), (28, 28, 1)),
 }
+
+#: Text architectures over token ids (see :func:`build_text_model`).
+TEXT_ARCHITECTURES = ("text_lstm", "text_cnn")
 
 
 def build_model(name: str, framework: str, nb_classes: int = 10, seed: int | None = None) -> Any:
@@ -155,3 +176,79 @@ def _preprocessing_of(classifier: Any) -> tuple:
         if isinstance(op, StandardisationMeanStd) or type(op).__name__.startswith("StandardisationMeanStd"):
             return (op.mean, op.std)
     return (0.0, 1.0)
+
+
+def build_text_model(
+    name: str,
+    framework: str,
+    vocab_size: int,
+    frequencies: Any = None,
+    embedding_dim: int = 64,
+    nb_classes: int = 2,
+    seed: int | None = None,
+    **kwargs,
+) -> Any:
+    """
+    Build a reference text model with a frequency-normalised embedding, ``embed`` and ``classify`` methods.
+
+    :param name: ``"text_lstm"`` or ``"text_cnn"``.
+    :param framework: ``"pytorch"`` or ``"tensorflow"``.
+    :param vocab_size: Vocabulary size (id 0 is padding).
+    :param frequencies: Token counts for the embedding normalisation, e.g. ``Vocabulary.counts``; uniform if ``None``.
+    :param embedding_dim: Embedding size.
+    :param nb_classes: Number of output logits.
+    :param seed: Seed for the weight initialisation.
+    :param kwargs: ``hidden`` (LSTM) or ``filters``/``kernel_size`` (CNN).
+    :return: A ``torch.nn.Module`` or Keras model outputting logits.
+    """
+    if name not in TEXT_ARCHITECTURES:
+        raise ValueError(f"Unknown text architecture {name!r}; choose from {list(TEXT_ARCHITECTURES)}.")
+    from art_ext.utils.checks import check_positive
+
+    check_positive(vocab_size, "vocab_size", integer=True)
+    check_positive(embedding_dim, "embedding_dim", integer=True)
+    framework = framework_of(framework)
+    set_seed(seed, framework)
+    if framework == "pytorch":
+        from art_ext.models import pytorch as module
+    else:
+        from art_ext.models import tensorflow as module
+    return getattr(module, name)(
+        vocab_size, frequencies=frequencies, embedding_dim=embedding_dim, nb_classes=nb_classes, **kwargs
+    )
+
+
+def make_text_classifier(
+    model: Any, max_len: int, nb_classes: int = 2, learning_rate: float = 1e-3, device_type: str = "gpu"
+) -> Any:
+    """
+    Wrap a text model as a :class:`~art_ext.estimators.classification.PyTorchTextClassifier` or
+    :class:`~art_ext.estimators.classification.TensorFlowV2TextClassifier` with cross-entropy and Adam.
+
+    :param model: A model from :func:`build_text_model` (or any with ``embed`` and ``classify`` methods).
+    :param max_len: Length of the padded token-id sequences.
+    :param nb_classes: Number of classes.
+    :param learning_rate: Adam's learning rate.
+    :param device_type: ``"gpu"`` (CUDA when present) or ``"cpu"``; PyTorch only.
+    :return: The ART text classifier.
+    """
+    if framework_of(model) == "pytorch":
+        import torch
+
+        from art_ext.estimators.classification.text import PyTorchTextClassifier
+
+        return PyTorchTextClassifier(
+            model,
+            loss=torch.nn.CrossEntropyLoss(),
+            max_len=max_len,
+            nb_classes=nb_classes,
+            optimizer=torch.optim.Adam(model.parameters(), lr=learning_rate),
+            device_type=device_type,
+        )
+    import tensorflow as tf
+
+    from art_ext.estimators.classification.text import TensorFlowV2TextClassifier
+
+    return TensorFlowV2TextClassifier(
+        model, max_len=max_len, nb_classes=nb_classes, optimizer=tf.keras.optimizers.Adam(learning_rate)
+    )

@@ -61,3 +61,105 @@ def probability_nll_loss() -> Any:
             return nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), target.long())
 
     return ProbabilityNLLLoss()
+
+
+def _frequencies(vocab_size: int, frequencies: Any) -> Any:
+    import numpy as np
+
+    if frequencies is None:
+        freqs = np.ones(vocab_size, dtype=np.float64)
+    else:
+        freqs = np.asarray(frequencies, dtype=np.float64)
+        if freqs.shape != (vocab_size,) or freqs.min() < 0 or freqs.sum() <= 0:
+            raise ValueError(f"`frequencies` must be {vocab_size} non-negative counts with a positive sum.")
+    return (freqs / freqs.sum()).astype(np.float32)
+
+
+def normalized_embedding(vocab_size: int, embedding_dim: int, frequencies: Any = None) -> Any:
+    """
+    Word embedding normalised with frequency-weighted statistics (Miyato et al., 2017, eq. 3):
+    ``v_k <- (v_k - E(v)) / sqrt(Var(v))`` with ``E(v) = sum_j f_j v_j``, ``Var(v) = sum_j f_j (v_j - E(v))^2``.
+
+    :param frequencies: Token counts (e.g. ``Vocabulary.counts``); uniform when ``None``.
+    """
+    import torch
+    from torch import nn
+
+    class NormalizedEmbedding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(vocab_size, embedding_dim) * 0.1)
+            self.register_buffer("freqs", torch.as_tensor(_frequencies(vocab_size, frequencies))[:, None])
+
+        def normalized_weight(self) -> torch.Tensor:
+            mean = (self.freqs * self.weight).sum(0, keepdim=True)
+            var = (self.freqs * (self.weight - mean) ** 2).sum(0, keepdim=True)
+            return (self.weight - mean) / torch.sqrt(var + 1e-6)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return nn.functional.embedding(ids.long(), self.normalized_weight())
+
+    return NormalizedEmbedding()
+
+
+def text_lstm(vocab_size: int, frequencies: Any = None, embedding_dim: int = 64, hidden: int = 64, nb_classes: int = 2):
+    """Normalised embedding -> LSTM (last real token's state) -> Dense, over right-padded ids (0 = padding)."""
+    import torch
+    from torch import nn
+
+    class TextLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vocab_size = vocab_size
+            self.embedding = normalized_embedding(vocab_size, embedding_dim, frequencies)
+            self.lstm = nn.LSTM(embedding_dim, hidden, batch_first=True)
+            self.out = nn.Linear(hidden, nb_classes)
+
+        def embed(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.embedding(ids)
+
+        def classify(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            states, _ = self.lstm(embeddings)
+            last = (mask.sum(1).long() - 1).clamp_min(0)
+            return self.out(states[torch.arange(states.shape[0], device=states.device), last])
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            ids = ids.long()
+            return self.classify(self.embed(ids), (ids != 0).float())
+
+    return TextLSTM()
+
+
+def text_cnn(
+    vocab_size: int,
+    frequencies: Any = None,
+    embedding_dim: int = 64,
+    filters: int = 64,
+    kernel_size: int = 3,
+    nb_classes: int = 2,
+) -> Any:
+    """Normalised embedding -> Conv1d + ReLU -> max over real tokens -> Dense, over right-padded ids."""
+    import torch
+    from torch import nn
+
+    class TextCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vocab_size = vocab_size
+            self.embedding = normalized_embedding(vocab_size, embedding_dim, frequencies)
+            self.conv = nn.Conv1d(embedding_dim, filters, kernel_size, padding=kernel_size // 2)
+            self.out = nn.Linear(filters, nb_classes)
+
+        def embed(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.embedding(ids)
+
+        def classify(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.conv((embeddings * mask[..., None]).transpose(1, 2))).transpose(1, 2)
+            h = h - (1.0 - mask[..., None]) * 1e4
+            return self.out(h.amax(dim=1))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            ids = ids.long()
+            return self.classify(self.embed(ids), (ids != 0).float())
+
+    return TextCNN()

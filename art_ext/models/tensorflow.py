@@ -51,3 +51,106 @@ def lenet5(nb_classes: int = 10) -> Any:
             layers.Dense(nb_classes),
         ]
     )
+
+
+def _frequencies(vocab_size: int, frequencies: Any) -> Any:
+    from art_ext.models.pytorch import _frequencies as freqs
+
+    return freqs(vocab_size, frequencies)
+
+
+def normalized_embedding(vocab_size: int, embedding_dim: int, frequencies: Any = None) -> Any:
+    """Keras twin of :func:`art_ext.models.pytorch.normalized_embedding` (frequency-weighted normalisation)."""
+    import tensorflow as tf
+
+    freqs = tf.constant(_frequencies(vocab_size, frequencies)[:, None])
+
+    class NormalizedEmbedding(tf.keras.layers.Layer):
+        def build(self, input_shape=None):
+            self.weight = self.add_weight(
+                shape=(vocab_size, embedding_dim),
+                initializer=tf.keras.initializers.RandomNormal(stddev=0.1),
+                name="embeddings",
+            )
+
+        def call(self, ids):
+            w = tf.convert_to_tensor(self.weight)
+            mean = tf.reduce_sum(freqs * w, axis=0, keepdims=True)
+            var = tf.reduce_sum(freqs * (w - mean) ** 2, axis=0, keepdims=True)
+            return tf.gather((w - mean) / tf.sqrt(var + 1e-6), tf.cast(ids, tf.int32))
+
+    return NormalizedEmbedding()
+
+
+def _text_model_class():
+    import tensorflow as tf
+
+    class TextModel(tf.keras.Model):
+        """Keras text classifier: ``embed(ids)``, ``classify(embeddings, mask, training)``, call on ids."""
+
+        def __init__(self, vocab_size, embedding, encoder, head):
+            super().__init__()
+            self.vocab_size = vocab_size
+            self.embedding = embedding
+            self.encoder = encoder
+            self.head = head
+
+        def embed(self, ids):
+            return self.embedding(ids)
+
+        def classify(self, embeddings, mask, training=False):
+            return self.head(self.encoder(embeddings, mask, training))
+
+        def call(self, ids, training=False):
+            ids = tf.cast(ids, tf.int32)
+            return self.classify(self.embed(ids), tf.cast(tf.not_equal(ids, 0), tf.float32), training=training)
+
+    return TextModel
+
+
+def text_lstm(vocab_size: int, frequencies: Any = None, embedding_dim: int = 64, hidden: int = 64, nb_classes: int = 2):
+    """Normalised embedding -> LSTM (last real token's state) -> Dense, over right-padded ids (0 = padding)."""
+    import tensorflow as tf
+
+    lstm = tf.keras.layers.LSTM(hidden)
+
+    def encoder(embeddings, mask, training):
+        return lstm(embeddings, mask=tf.cast(mask, tf.bool), training=training)
+
+    model = _text_model_class()(
+        vocab_size,
+        normalized_embedding(vocab_size, embedding_dim, frequencies),
+        encoder,
+        tf.keras.layers.Dense(nb_classes),
+    )
+    model.encoder_layers = [lstm]
+    model(tf.ones((1, 4), dtype=tf.int32))
+    return model
+
+
+def text_cnn(
+    vocab_size: int,
+    frequencies: Any = None,
+    embedding_dim: int = 64,
+    filters: int = 64,
+    kernel_size: int = 3,
+    nb_classes: int = 2,
+) -> Any:
+    """Normalised embedding -> Conv1D + ReLU -> max over real tokens -> Dense, over right-padded ids."""
+    import tensorflow as tf
+
+    conv = tf.keras.layers.Conv1D(filters, kernel_size, padding="same", activation="relu")
+
+    def encoder(embeddings, mask, training):
+        h = conv(embeddings * mask[..., None])
+        return tf.reduce_max(h - (1.0 - mask[..., None]) * 1e4, axis=1)
+
+    model = _text_model_class()(
+        vocab_size,
+        normalized_embedding(vocab_size, embedding_dim, frequencies),
+        encoder,
+        tf.keras.layers.Dense(nb_classes),
+    )
+    model.encoder_layers = [conv]
+    model(tf.ones((1, 4), dtype=tf.int32))
+    return model

@@ -2,4 +2,6 @@
 ``art_ext.attacks.evasion``, mirroring ``art.attacks.evasion``.
 """
 
-__all__: list[str] = []
+from art_ext.attacks.evasion.virtual_adversarial_perturbation import VirtualAdversarialPerturbation
+
+__all__: list[str] = ["VirtualAdversarialPerturbation"]

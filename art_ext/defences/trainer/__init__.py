@@ -2,4 +2,6 @@
 ``art_ext.defences.trainer``, mirroring ``art.defences.trainer``.
 """
 
-__all__: list[str] = []
+from art_ext.defences.trainer.virtual_adversarial import VirtualAdversarialTrainer
+
+__all__: list[str] = ["VirtualAdversarialTrainer"]

@@ -2,4 +2,10 @@
 ``art_ext.estimators.classification``, mirroring ``art.estimators.classification``.
 """
 
-__all__: list[str] = []
+from art_ext.estimators.classification.text import (
+    PyTorchTextClassifier,
+    TensorFlowV2TextClassifier,
+    TextClassifierMixin,
+)
+
+__all__: list[str] = ["PyTorchTextClassifier", "TensorFlowV2TextClassifier", "TextClassifierMixin"]
