@@ -2,4 +2,7 @@
 ``art_ext.attacks.evasion``, mirroring ``art.attacks.evasion``.
 """
 
-__all__: list[str] = []
+from art_ext.attacks.evasion.least_likely_class import LeastLikelyClassMethod
+from art_ext.attacks.evasion.random_fgsm import RandomFGSM
+
+__all__: list[str] = ["LeastLikelyClassMethod", "RandomFGSM"]
