@@ -12,6 +12,7 @@ from art_ext.attacks.evasion.least_likely_class import kurakin_max_iter
 from art_ext.evaluations import TransferabilityResult, transferability_matrix
 
 EPS = 0.3
+MASKING_EPS = 0.4
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +21,16 @@ def test_batch(digits):
     return x_test[:100], y_test[:100]
 
 
-def _fresh_classifier(framework, seed, clip_values=(0.0, 1.0)):
+def _fresh_classifier(framework, seed, clip_values=(0.0, 1.0), learning_rate=1e-3):
     from art_ext.models import ARCHITECTURES, build_model, make_classifier
 
     shape = ARCHITECTURES["digits_mlp"][0 if framework == "pytorch" else 1]
-    return make_classifier(build_model("digits_mlp", framework, seed=seed), input_shape=shape, clip_values=clip_values)
+    return make_classifier(
+        build_model("digits_mlp", framework, seed=seed),
+        input_shape=shape,
+        clip_values=clip_values,
+        learning_rate=learning_rate,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- R+FGSM
@@ -84,13 +90,16 @@ def test_random_fgsm_mask_and_targeted(digits_mlp_classifier, test_batch):
 
 @pytest.fixture(scope="module")
 def fgsm_trained(framework, digits):
-    """A digits MLP adversarially trained with ART's AdversarialTrainer and single-step FGSM."""
+    """
+    A digits MLP trained on FGSM examples only (ART's AdversarialTrainer, ratio 1) at eps 0.4: after 60 epochs it sits
+    in the degenerate minimum Tramer et al. describe, where FGSM is weak.
+    """
     from art.defences.trainer import AdversarialTrainer
 
     (x_train, y_train), _, _, _ = digits
-    clf = _fresh_classifier(framework, seed=1)
-    AdversarialTrainer(clf, FastGradientMethod(clf, eps=EPS), ratio=1.0).fit(
-        x_train, y_train, nb_epochs=40, batch_size=64
+    clf = _fresh_classifier(framework, seed=1, learning_rate=3e-3)
+    AdversarialTrainer(clf, FastGradientMethod(clf, eps=MASKING_EPS), ratio=1.0).fit(
+        x_train, y_train, nb_epochs=60, batch_size=64
     )
     return clf
 
@@ -101,9 +110,11 @@ def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
     def error(x_adv):
         return float(np.mean(fgsm_trained.predict(x_adv).argmax(1) != y_test))
 
-    fgsm = error(FastGradientMethod(fgsm_trained, eps=EPS).generate(x_test))
-    rfgsm = error(RandomFGSM(fgsm_trained, eps=EPS, alpha=EPS / 2, random_state=0, verbose=False).generate(x_test))
-    assert rfgsm > fgsm + 0.05, f"R+FGSM error {rfgsm:.3f}, FGSM error {fgsm:.3f}"
+    # Measured (seed 1, 359 test digits): FGSM error 0.38 / 0.35 and R+FGSM error 0.59 / 0.57 on PyTorch / TensorFlow.
+    fgsm = error(FastGradientMethod(fgsm_trained, eps=MASKING_EPS).generate(x_test))
+    attack = RandomFGSM(fgsm_trained, eps=MASKING_EPS, alpha=MASKING_EPS / 2, random_state=0, verbose=False)
+    rfgsm = error(attack.generate(x_test))
+    assert rfgsm > fgsm + 0.1, f"R+FGSM error {rfgsm:.3f}, FGSM error {fgsm:.3f}"
 
 
 # --------------------------------------------------------------------------------------------- least-likely class
@@ -243,3 +254,13 @@ def test_transferability_rejects_bad_arguments(digits_mlp_classifier, test_batch
         transferability_matrix({"a": digits_mlp_classifier}, lambda clf: None, x, y)
     with pytest.raises(ValueError, match="`y`"):
         transferability_matrix({"a": digits_mlp_classifier}, fgsm, x, y[:5])
+
+
+def test_demo_section_fgsm(tmp_path, framework):
+    from art_ext.cli.main import main
+
+    out = tmp_path / "report"
+    assert main(["demo", "--framework", framework, "--out", str(out), "--quick", "--sections", "fgsm"]) == 0
+    text = (out / "report.md").read_text()
+    assert "R+FGSM error" in text and "crafted on" in text
+    assert (out / "fgsm_transferability.png").stat().st_size > 1000
