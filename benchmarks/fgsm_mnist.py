@@ -1,6 +1,6 @@
 """
-The table of Goodfellow, Shlens and Szegedy (2015) on MNIST at eps = 0.25, with LeNet-5 in place of their maxout network:
-error under FGSM of a normally trained and of an FGSM-adversarially-trained model (their anchors: 89.4% and 17.9%), the
+The table of Goodfellow, Shlens and Szegedy (2015) on MNIST at eps = 0.25, with LeNet-5 in place of their maxout
+network: error under FGSM of a normally trained and of an FGSM-adversarially-trained model (their anchors: 89.4% and 17.9%), the
 2x2 transfer matrix (their text: 19.6% from the normal to the trained model, 40.9% the other way), plus R+FGSM and the
 iterative least-likely class method.
 

@@ -104,6 +104,7 @@ def fgsm_trained(framework, digits):
     return clf
 
 
+@pytest.mark.slow
 def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
     (_, _), (x_test, y_test), _, _ = digits
 
