@@ -50,8 +50,8 @@ def run(ctx) -> None:
     ctx.report.text(
         f"Two digits MLPs: one trained normally ({2 * epochs} epochs), one with ART's `AdversarialTrainer` and FGSM at "
         f"eps {EPS} ({epochs} epochs, half of each batch adversarial). "
-        f"White-box attacks at eps {EPS} (l-inf) on {n} test images; R+FGSM with alpha = eps / 2; least-likely class with 20 steps of 0.02. Attacks use the model's predictions "
-        "as labels (no label leaking)."
+        f"White-box attacks at eps {EPS} (l-inf) on {n} test images; R+FGSM with alpha = eps / 2; least-likely "
+        "class with 20 steps of 0.02. Attacks use the model's predictions as labels (no label leaking)."
     )
     ctx.report.table(
         ["model", "clean error", "FGSM error", "R+FGSM error", "least-likely class reached"], rows, floatfmt=".1%"
