@@ -2,8 +2,7 @@
 The table of Goodfellow, Shlens and Szegedy (2015) on MNIST at eps = 0.25, with LeNet-5 in place of their maxout
 network: error under FGSM of a normally trained and of an FGSM-adversarially-trained model (their anchors: 89.4%
 and 17.9%), the 2x2 transfer matrix (their text: 19.6% from the normal to the trained model, 40.9% the other way),
-plus R+FGSM and the
-iterative least-likely class method.
+plus R+FGSM and the iterative least-likely class method.
 
     python benchmarks/fgsm_mnist.py --framework pytorch --data $ART_EXT_DATA/mnist
     python benchmarks/fgsm_mnist.py --framework pytorch --quick      # 10k training images, 2 epochs, 2k test images
@@ -99,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\nMNIST, LeNet-5, {args.framework}, {len(x_train)} training / {len(x_test)} test images, "
-        f"{args.epochs} epochs, eps {eps} (l-inf); training time normal {t_normal:.0f} s, FGSM-trained {t_robust:.0f} s.\n"
+        f"{args.epochs} epochs, eps {eps} (l-inf); training time normal {t_normal:.0f} s, "
+        f"FGSM-trained {t_robust:.0f} s.\n"
     )
     print(
         markdown_table(
