@@ -2,4 +2,6 @@
 ``art_ext.evaluations``, mirroring ``art.evaluations``.
 """
 
-__all__: list[str] = []
+from art_ext.evaluations.transferability import TransferabilityResult, transferability_matrix
+
+__all__: list[str] = ["TransferabilityResult", "transferability_matrix"]

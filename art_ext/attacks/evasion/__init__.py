@@ -2,6 +2,8 @@
 ``art_ext.attacks.evasion``, mirroring ``art.attacks.evasion``.
 """
 
+from art_ext.attacks.evasion.least_likely_class import LeastLikelyClassMethod
+from art_ext.attacks.evasion.random_fgsm import RandomFGSM
 from art_ext.attacks.evasion.virtual_adversarial_perturbation import VirtualAdversarialPerturbation
 
-__all__: list[str] = ["VirtualAdversarialPerturbation"]
+__all__: list[str] = ["LeastLikelyClassMethod", "RandomFGSM", "VirtualAdversarialPerturbation"]

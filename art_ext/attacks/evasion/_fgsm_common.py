@@ -1,0 +1,69 @@
+"""Input checks shared by the FGSM-family attacks of this package (private)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+from art.config import ART_NUMPY_DTYPE
+
+from art_ext.utils.checks import check_finite
+
+
+def check_inputs(estimator: Any, x: Any) -> np.ndarray:
+    """`x` as float32 after checking it is finite and shaped like the estimator's input."""
+    x = check_finite(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"`x` must be a batch of shape (nb_samples, ...), got shape {x.shape}.")
+    expected = getattr(estimator, "input_shape", None)
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(f"`x` has sample shape {tuple(x.shape[1:])}, the classifier expects {tuple(expected)}.")
+    return x.astype(ART_NUMPY_DTYPE, copy=False)
+
+
+def check_mask(x: np.ndarray, mask: Any) -> np.ndarray | None:
+    """ART's mask convention: broadcastable to `x` (or one per sample); zero entries are never perturbed."""
+    if mask is None:
+        return None
+    mask = check_finite(mask, "mask")
+    if mask.ndim > x.ndim:
+        raise ValueError(f"`mask` of shape {mask.shape} has more dimensions than `x` {x.shape}.")
+    try:
+        np.broadcast_shapes(mask.shape, x.shape)
+    except ValueError:
+        raise ValueError(f"`mask` of shape {mask.shape} is not broadcastable to `x` of shape {x.shape}.") from None
+    if np.any(mask < 0):
+        raise ValueError("`mask` must be non-negative (zero entries are not perturbed).")
+    return mask.astype(ART_NUMPY_DTYPE) if mask.dtype == np.bool_ else mask
+
+
+def batch_mask(mask: np.ndarray | None, x: np.ndarray, start: int, stop: int) -> np.ndarray | None:
+    """The slice of a per-sample mask for one batch; a broadcast mask is shared by every batch."""
+    if mask is not None and mask.ndim == x.ndim and mask.shape[0] == x.shape[0] and x.shape[0] > 1:
+        return mask[start:stop]
+    return mask
+
+
+def predict_labels(estimator: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Model outputs in batches (``TensorFlowV2Classifier.predict`` ignores ``batch_size``)."""
+    outputs = [estimator.predict(x[i : i + batch_size], batch_size=batch_size) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs, axis=0)
+
+
+def check_random_state(random_state: Any) -> None:
+    if random_state is not None and not isinstance(random_state, (numbers.Integral, np.random.Generator)):
+        raise TypeError(f"`random_state` must be None, an int or a numpy Generator, got {random_state!r}.")
+    if isinstance(random_state, numbers.Integral) and (isinstance(random_state, bool) or random_state < 0):
+        raise ValueError(f"`random_state` must be a non-negative int, got {random_state!r}.")
+
+
+def make_rng(random_state: Any) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)
+
+
+def check_flag(value: Any, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool, got {value!r}.")

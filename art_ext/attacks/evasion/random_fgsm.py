@@ -1,0 +1,150 @@
+"""
+R+FGSM: a random sign step of size `alpha`, then an FGSM step of size `eps - alpha` (Tramèr et al., 2018).
+
+| Paper link: https://arxiv.org/abs/1705.07204
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import Any
+
+import numpy as np
+from art.attacks.attack import EvasionAttack
+from art.attacks.evasion import FastGradientMethod
+from art.config import ART_NUMPY_DTYPE
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator, LossGradientsMixin
+from tqdm.auto import trange
+
+from art_ext.attacks.evasion._fgsm_common import (
+    batch_mask,
+    check_flag,
+    check_inputs,
+    check_mask,
+    check_random_state,
+    make_rng,
+    predict_labels,
+)
+from art_ext.utils.checks import check_labels, check_positive
+
+logger = logging.getLogger(__name__)
+
+
+class RandomFGSM(EvasionAttack):
+    """
+    R+FGSM (Tramèr et al., 2018): a single-step l-inf attack that first leaves the data point, where the loss of a
+    model adversarially trained with FGSM is sharply curved, by a random sign step, then takes an FGSM step:
+
+    ``x' = clip(x + alpha * sign(N(0, I)))``, ``x_adv = clip(x' + (eps - alpha) * sign(grad_x J(x', y)))``.
+
+    The l-inf distance to `x` never exceeds `eps`. The gradient step is ART's :class:`FastGradientMethod`.
+
+    | Paper link: https://arxiv.org/abs/1705.07204
+    """
+
+    attack_params = EvasionAttack.attack_params + [
+        "eps",
+        "alpha",
+        "targeted",
+        "batch_size",
+        "random_state",
+        "verbose",
+    ]
+    _estimator_requirements = (BaseEstimator, LossGradientsMixin, ClassifierMixin)
+
+    def __init__(
+        self,
+        classifier: Any,
+        eps: float = 0.3,
+        alpha: float = 0.05,
+        targeted: bool = False,
+        batch_size: int = 32,
+        random_state: int | np.random.Generator | None = None,
+        verbose: bool = True,
+    ) -> None:
+        """
+        Create a :class:`RandomFGSM` instance.
+
+        :param classifier: A classifier with loss gradients (ART ``PyTorchClassifier``, ``TensorFlowV2Classifier``...).
+        :param eps: Total l-inf budget, in input units.
+        :param alpha: Size of the random sign step, ``0 <= alpha < eps`` (the paper uses ``alpha = eps / 2``).
+        :param targeted: Move towards the labels `y` given to :meth:`generate` instead of away from them.
+        :param batch_size: Number of samples per gradient computation.
+        :param random_state: Seed (int) or numpy ``Generator`` of the random step; an int makes every
+            :meth:`generate` call reproducible.
+        :param verbose: Show a progress bar over batches.
+        """
+        super().__init__(estimator=classifier)
+        self.eps = eps
+        self.alpha = alpha
+        self.targeted = targeted
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.verbose = verbose
+        self._check_params()
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
+        """
+        Generate adversarial examples.
+
+        :param x: Inputs of shape ``(nb_samples, ...)`` matching the classifier's input shape.
+        :param y: Labels as indices ``(nb_samples,)`` or one-hot ``(nb_samples, nb_classes)``: the true labels
+            (untargeted) or the targets (targeted, required). Untargeted and ``None``: the model's predictions on `x`,
+            which avoids label leaking.
+        :param mask: Optional array broadcastable to `x` (or one per sample); features where it is zero are not
+            perturbed, neither by the random nor by the gradient step.
+        :return: Adversarial examples of the shape of `x`, float32.
+        """
+        x = check_inputs(self.estimator, x)
+        mask = check_mask(x, kwargs.get("mask"))
+        nb_classes = self.estimator.nb_classes
+        if y is None:
+            if self.targeted:
+                raise ValueError("`y` (target labels) is required when `targeted=True`.")
+            labels = predict_labels(self.estimator, x, self.batch_size).argmax(axis=1)
+        else:
+            labels = check_labels(y, nb_classes, n=len(x))
+        one_hot = np.eye(nb_classes, dtype=ART_NUMPY_DTYPE)[labels]
+
+        rng = make_rng(self.random_state)
+        gradient_step = FastGradientMethod(
+            self.estimator,
+            norm=np.inf,
+            eps=float(self.eps - self.alpha),
+            eps_step=float(self.eps - self.alpha),
+            targeted=self.targeted,
+            batch_size=self.batch_size,
+        )
+        clip_values = self.estimator.clip_values
+        x_adv = np.empty_like(x)
+        for start in trange(0, len(x), self.batch_size, desc="R+FGSM", disable=not self.verbose):
+            stop = min(start + self.batch_size, len(x))
+            batch = x[start:stop]
+            step = self.alpha * np.where(rng.standard_normal(batch.shape) >= 0.0, 1.0, -1.0)
+            mask_batch = batch_mask(mask, x, start, stop)
+            if mask_batch is not None:
+                step = np.where(mask_batch == 0, 0.0, step)
+            x_random = (batch + step).astype(ART_NUMPY_DTYPE)
+            if clip_values is not None:
+                x_random = np.clip(x_random, clip_values[0], clip_values[1]).astype(ART_NUMPY_DTYPE)
+            x_adv[start:stop] = gradient_step.generate(x_random, one_hot[start:stop], mask=mask_batch)
+        return x_adv
+
+    def _check_params(self) -> None:
+        check_positive(self.eps, "eps")
+        check_positive(self.alpha, "alpha", allow_zero=True)
+        if self.alpha >= self.eps:
+            raise ValueError(
+                f"`alpha` must be smaller than `eps` (the gradient step is eps - alpha), got alpha={self.alpha!r}, "
+                f"eps={self.eps!r}."
+            )
+        if isinstance(self.eps, numbers.Real) and self.estimator.clip_values is not None:
+            width = float(np.max(np.asarray(self.estimator.clip_values[1]) - np.asarray(self.estimator.clip_values[0])))
+            if self.eps > width:
+                logger.warning("`eps`=%s exceeds the width %s of the classifier's clip_values.", self.eps, width)
+        check_flag(self.targeted, "targeted")
+        check_positive(self.batch_size, "batch_size", integer=True)
+        check_random_state(self.random_state)
+        check_flag(self.verbose, "verbose")
