@@ -51,3 +51,31 @@ def lenet5(nb_classes: int = 10) -> Any:
             layers.Dense(nb_classes),
         ]
     )
+
+
+_RESIDUAL_CLASS: Any = None
+
+
+def residual_block(body: Any, shortcut: Any = None) -> Any:
+    """
+    ``y = body(x) + shortcut(x)`` (identity shortcut when `shortcut` is ``None``), a Keras layer that
+    :class:`~art_ext.estimators.certification.LipschitzCertifier` bounds as the sum of its branches' bounds.
+    """
+    global _RESIDUAL_CLASS
+    if _RESIDUAL_CLASS is None:
+        import keras
+
+        class ResidualBlock(keras.layers.Layer):
+            _art_ext_residual = True
+
+            def __init__(self, body, shortcut=None, **kwargs):
+                super().__init__(**kwargs)
+                self.body = body
+                self.shortcut = shortcut
+
+            def call(self, x, training=None):
+                out = self.body(x, training=training)
+                return out + (x if self.shortcut is None else self.shortcut(x, training=training))
+
+        _RESIDUAL_CLASS = ResidualBlock
+    return _RESIDUAL_CLASS(body, shortcut)

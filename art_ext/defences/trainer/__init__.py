@@ -2,4 +2,6 @@
 ``art_ext.defences.trainer``, mirroring ``art.defences.trainer``.
 """
 
-__all__: list[str] = []
+from art_ext.defences.trainer.lipschitz_margin import LipschitzMarginTrainer
+
+__all__ = ["LipschitzMarginTrainer"]
