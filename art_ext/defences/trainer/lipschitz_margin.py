@@ -158,7 +158,9 @@ class LipschitzMarginTrainer(Trainer):
                     lipschitz = float(ops.to_numpy(aux["L"]))
                     step += 1
                 self.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "L": lipschitz, "c": c_now})
-                logger.info("LMT epoch %d: loss %.4f, L estimate %.3f, c %.3f", epoch, np.mean(losses), lipschitz, c_now)
+                logger.info(
+                    "LMT epoch %d: loss %.4f, L estimate %.3f, c %.3f", epoch, np.mean(losses), lipschitz, c_now
+                )
         except KeyboardInterrupt:
             logger.warning("LMT training interrupted after %d steps; keeping the weights reached.", step)
 

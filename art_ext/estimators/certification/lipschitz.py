@@ -66,7 +66,7 @@ class LayerRecord:
     scale_fn: Callable[[], Any] | None = None
     factor: float = 1.0
     note: str = ""
-    branches: list[list["LayerRecord"]] = field(default_factory=list)
+    branches: list[list[LayerRecord]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- sound bounds
@@ -120,7 +120,11 @@ def _fold_batchnorm(records: list[LayerRecord]) -> list[LayerRecord]:
             if scale.size == prev.weight.shape[0]:
                 shape = (-1,) + (1,) * (prev.weight.ndim - 1)
                 folded[-1] = LayerRecord(
-                    **{**prev.__dict__, "weight": prev.weight * scale.reshape(shape), "name": f"{prev.name}+{record.name}"}
+                    **{
+                        **prev.__dict__,
+                        "weight": prev.weight * scale.reshape(shape),
+                        "name": f"{prev.name}+{record.name}",
+                    }
                 )
                 continue
         folded.append(record)

@@ -158,9 +158,7 @@ def _torch_layer(m: Any, shapes: dict, name: str) -> LayerRecord:
             gamma = m.weight if m.weight is not None else torch.ones_like(m.running_var)
             return gamma / torch.sqrt(m.running_var + m.eps)
 
-        return LayerRecord(
-            kind="bn", name=label, scale=scale_fn().detach().cpu().double().numpy(), scale_fn=scale_fn
-        )
+        return LayerRecord(kind="bn", name=label, scale=scale_fn().detach().cpu().double().numpy(), scale_fn=scale_fn)
     if isinstance(m, (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
         return _constant(label, 1.0, _IDENTITY)
     if isinstance(m, nn.LeakyReLU):
@@ -218,15 +216,20 @@ def parse_keras(model: Any, input_shape: tuple[int, ...]) -> list[LayerRecord]:
     import tensorflow as tf
 
     x0 = tf.constant(np.random.default_rng(0).uniform(0, 1, size=(2,) + tuple(input_shape)).astype(np.float32))
-    records, out = _keras_chain(model, x0, "model")
+    not_a_chain = TypeError(
+        f"Model {model.name!r} is not a chain of layers the Lipschitz bound can follow (a functional graph with "
+        "branches such as Add or Concatenate?). Use a Sequential model, a functional chain, or "
+        "art_ext.models.ResidualBlock."
+    )
+    try:
+        records, out = _keras_chain(model, x0, "model")
+    except ValueError as err:
+        raise not_a_chain from err
     expected = model(x0, training=False)
     if tuple(out.shape) != tuple(expected.shape) or not np.allclose(
         out.numpy(), np.asarray(expected), rtol=1e-4, atol=1e-4
     ):
-        raise TypeError(
-            f"Model {model.name!r} is not a chain of layers the Lipschitz bound can follow (a functional graph with "
-            "branches?). Use a Sequential model, a functional chain, or art_ext.models.ResidualBlock."
-        )
+        raise not_a_chain
     return records
 
 
