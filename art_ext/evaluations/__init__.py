@@ -2,4 +2,10 @@
 ``art_ext.evaluations``, mirroring ``art.evaluations``.
 """
 
-__all__: list[str] = []
+from art_ext.evaluations.certificate_tightness import (
+    CertificateTightnessAnalysis,
+    CertificateUnsoundError,
+    TightnessReport,
+)
+
+__all__ = ["CertificateTightnessAnalysis", "CertificateUnsoundError", "TightnessReport"]
