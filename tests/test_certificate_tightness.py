@@ -54,10 +54,10 @@ def tiny_nets(framework, digits):
         model, shape = _tiny(framework)
         clf = make_classifier(model, input_shape=shape)
         if name == "standard":
-            clf.fit(x_train, y_train, nb_epochs=20, batch_size=64, verbose=False)
+            clf.fit(x_train, y_train, nb_epochs=15, batch_size=128, verbose=False)
         else:
             trainer = LipschitzMarginTrainer(clf, c=0.2, warmup_epochs=3, random_state=0, verbose=False)
-            trainer.fit(x_train, y_train, nb_epochs=20, batch_size=64)
+            trainer.fit(x_train, y_train, nb_epochs=15, batch_size=128)
         nets[name] = clf
     return nets
 
@@ -66,7 +66,9 @@ def tiny_nets(framework, digits):
 def reports(tiny_nets, digits):
     _, (x_test, y_test), _, _ = digits
     return {
-        name: CertificateTightnessAnalysis(clf, random_state=0, verbose=False).analyse(x_test[:N], y_test[:N])
+        name: CertificateTightnessAnalysis(
+            clf, cw_max_iter=10, cw_binary_search_steps=3, random_state=0, verbose=False
+        ).analyse(x_test[:N], y_test[:N])
         for name, clf in tiny_nets.items()
     }
 
@@ -85,8 +87,9 @@ def test_chain_of_radii_holds_on_every_input(reports):
 
 
 def test_lmt_shrinks_the_gap_between_bound_and_attack(reports):
-    # measured: standard ~3.2, LMT ~2.6-2.9 (30 digits, 20 epochs)
+    # measured (30 digits, 15 epochs): standard 4.03 / 3.81, LMT 3.13 / 2.63 (PyTorch / TensorFlow)
     std, lmt = reports["standard"].ratios["attack/bound"], reports["lmt"].ratios["attack/bound"]
+    print(f"(D)/(A): standard {std:.3f}, LMT {lmt:.3f}")
     assert lmt < std, (std, lmt)
 
 

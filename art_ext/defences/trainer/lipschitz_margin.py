@@ -49,7 +49,7 @@ class LipschitzMarginTrainer(Trainer):
     def __init__(
         self,
         classifier: Any,
-        c: float = 0.5,
+        c: float = 0.1,
         warmup_epochs: int = 5,
         pairwise: bool = True,
         optimizer: Any = None,
