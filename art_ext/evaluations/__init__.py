@@ -2,6 +2,17 @@
 ``art_ext.evaluations``, mirroring ``art.evaluations``.
 """
 
+from art_ext.evaluations.certificate_tightness import (
+    CertificateTightnessAnalysis,
+    CertificateUnsoundError,
+    TightnessReport,
+)
 from art_ext.evaluations.transferability import TransferabilityResult, transferability_matrix
 
-__all__: list[str] = ["TransferabilityResult", "transferability_matrix"]
+__all__: list[str] = [
+    "CertificateTightnessAnalysis",
+    "CertificateUnsoundError",
+    "TightnessReport",
+    "TransferabilityResult",
+    "transferability_matrix",
+]

@@ -30,6 +30,7 @@ from art_ext.utils.seed import set_seed
 
 __all__ = [
     "ARCHITECTURES",
+    "ResidualBlock",
     "TEXT_ARCHITECTURES",
     "build_model",
     "build_text_model",
@@ -68,6 +69,23 @@ def build_model(name: str, framework: str, nb_classes: int = 10, seed: int | Non
     else:
         from art_ext.models import tensorflow as module
     return getattr(module, name)(nb_classes=nb_classes)
+
+
+def ResidualBlock(body: Any, shortcut: Any = None) -> Any:  # noqa: N802 (a layer factory, named like a class)
+    """
+    A residual block ``y = body(x) + shortcut(x)`` for either framework: an ``nn.Module`` when `body` is a PyTorch
+    module, a Keras layer when it is a Keras layer/model. The shortcut is the identity when ``None``.
+    :class:`~art_ext.estimators.certification.LipschitzCertifier` bounds it by the sum of the branches' bounds.
+
+    :param body: The residual branch (e.g. an ``nn.Sequential`` or ``keras.Sequential``).
+    :param shortcut: The shortcut branch, or ``None`` for the identity.
+    :return: The block.
+    """
+    if framework_of(body) == "pytorch":
+        from art_ext.models.pytorch import residual_block
+    else:
+        from art_ext.models.tensorflow import residual_block
+    return residual_block(body, shortcut)
 
 
 def make_classifier(

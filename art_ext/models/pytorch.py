@@ -163,3 +163,30 @@ def text_cnn(
             return self.classify(self.embed(ids), (ids != 0).float())
 
     return TextCNN()
+
+
+_RESIDUAL_CLASS: Any = None
+
+
+def residual_block(body: Any, shortcut: Any = None) -> Any:
+    """
+    ``y = body(x) + shortcut(x)`` (identity shortcut when `shortcut` is ``None``), an ``nn.Module`` that
+    :class:`~art_ext.estimators.certification.LipschitzCertifier` bounds as the sum of its branches' bounds.
+    """
+    global _RESIDUAL_CLASS
+    if _RESIDUAL_CLASS is None:
+        from torch import nn
+
+        class ResidualBlock(nn.Module):
+            _art_ext_residual = True
+
+            def __init__(self, body: nn.Module, shortcut: nn.Module | None = None) -> None:
+                super().__init__()
+                self.body = body
+                self.shortcut = shortcut
+
+            def forward(self, x):
+                return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+        _RESIDUAL_CLASS = ResidualBlock
+    return _RESIDUAL_CLASS(body, shortcut)

@@ -154,3 +154,31 @@ def text_cnn(
     model.encoder_layers = [conv]
     model(tf.ones((1, 4), dtype=tf.int32))
     return model
+
+
+_RESIDUAL_CLASS: Any = None
+
+
+def residual_block(body: Any, shortcut: Any = None) -> Any:
+    """
+    ``y = body(x) + shortcut(x)`` (identity shortcut when `shortcut` is ``None``), a Keras layer that
+    :class:`~art_ext.estimators.certification.LipschitzCertifier` bounds as the sum of its branches' bounds.
+    """
+    global _RESIDUAL_CLASS
+    if _RESIDUAL_CLASS is None:
+        import keras
+
+        class ResidualBlock(keras.layers.Layer):
+            _art_ext_residual = True
+
+            def __init__(self, body, shortcut=None, **kwargs):
+                super().__init__(**kwargs)
+                self.body = body
+                self.shortcut = shortcut
+
+            def call(self, x, training=None):
+                out = self.body(x, training=training)
+                return out + (x if self.shortcut is None else self.shortcut(x, training=training))
+
+        _RESIDUAL_CLASS = ResidualBlock
+    return _RESIDUAL_CLASS(body, shortcut)

@@ -2,6 +2,7 @@
 ``art_ext.defences.trainer``, mirroring ``art.defences.trainer``.
 """
 
+from art_ext.defences.trainer.lipschitz_margin import LipschitzMarginTrainer
 from art_ext.defences.trainer.virtual_adversarial import VirtualAdversarialTrainer
 
-__all__: list[str] = ["VirtualAdversarialTrainer"]
+__all__: list[str] = ["LipschitzMarginTrainer", "VirtualAdversarialTrainer"]

@@ -2,4 +2,6 @@
 ``art_ext.estimators.certification``, mirroring ``art.estimators.certification``.
 """
 
-__all__: list[str] = []
+from art_ext.estimators.certification.lipschitz import LayerRecord, LipschitzCertifier
+
+__all__ = ["LayerRecord", "LipschitzCertifier"]

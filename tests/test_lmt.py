@@ -1,0 +1,325 @@
+"""Lipschitz-margin training and sound l2 certification (LipschitzCertifier, LipschitzMarginTrainer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from art_ext.backend import get_backend
+from art_ext.defences.trainer import LipschitzMarginTrainer
+from art_ext.estimators.certification import LipschitzCertifier
+from art_ext.estimators.certification.lipschitz import conv_spectral_bound, sound_layer_bound
+from art_ext.models import ARCHITECTURES, ResidualBlock, build_model, make_classifier
+
+EPOCHS = 10
+BATCH = 96
+C = 0.1
+RADIUS = 0.1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread(framework):
+    """Torch's and BLAS's threads spin against each other on a shared 2-core machine (up to 70x slower); use one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        if framework != "pytorch":
+            yield
+            return
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(previous)
+
+
+def _shape(framework, name="digits_cnn"):
+    return ARCHITECTURES[name][0 if framework == "pytorch" else 1]
+
+
+@pytest.fixture(scope="module")
+def standard_cnn(framework, digits):
+    (x_train, y_train), _, _, _ = digits
+    clf = make_classifier(build_model("digits_cnn", framework, seed=0), input_shape=_shape(framework))
+    clf.fit(x_train, y_train, nb_epochs=EPOCHS, batch_size=BATCH, verbose=False)
+    return clf
+
+
+@pytest.fixture(scope="module")
+def lmt_cnn(framework, digits):
+    (x_train, y_train), _, _, _ = digits
+    clf = make_classifier(build_model("digits_cnn", framework, seed=0), input_shape=_shape(framework))
+    trainer = LipschitzMarginTrainer(clf, c=C, warmup_epochs=3, random_state=0, verbose=False)
+    trainer.fit(x_train, y_train, nb_epochs=EPOCHS, batch_size=BATCH)
+    assert len(trainer.history) == EPOCHS
+    return clf
+
+
+def _layer_jacobian_norm(ops, record):
+    n = int(np.prod(record.in_shape))
+    eye = np.eye(n, dtype=np.float32).reshape((n,) + tuple(record.in_shape))
+    jac = ops.to_numpy(record.apply(ops.asarray(eye))).reshape(n, -1).astype(np.float64)
+    gram = jac @ jac.T if jac.shape[0] <= jac.shape[1] else jac.T @ jac
+    return float(np.sqrt(np.linalg.eigvalsh(gram)[-1]))
+
+
+def _input_jacobian_norms(clf, x):
+    ops = get_backend(clf)
+    norms = []
+    for i in range(len(x)):
+        rows = []
+        for k in range(clf.nb_classes):
+            _, (g,) = ops.value_and_grad(lambda t, k=k: ops.sum(ops.forward(clf, t)[:, k]), [ops.asarray(x[i : i + 1])])
+            rows.append(ops.to_numpy(g).reshape(-1))
+        norms.append(np.linalg.norm(np.asarray(rows, dtype=np.float64), 2))
+    return np.asarray(norms)
+
+
+def _pgd_flips(clf, x, pred, eps, steps=40, restarts=2, seed=0):
+    """
+    Whether a strong l2 PGD changes each prediction: per-sample budget `eps`, margin loss, normalised-gradient steps
+    of 2.5 eps / steps, `restarts` random starts in the ball (plus one from x), no box constraint (a certificate holds
+    for any perturbation), a flip at any iterate counts.
+    """
+    ops = get_backend(clf)
+    rng = np.random.default_rng(seed)
+    n, dims = len(x), int(np.prod(x.shape[1:]))
+    eps = np.asarray(eps, dtype=np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+    one_hot = ops.asarray(np.eye(clf.nb_classes, dtype=np.float32)[pred])
+    x_t, eps_t = ops.asarray(x), ops.asarray(eps)
+    flipped = np.zeros(n, dtype=bool)
+
+    def margin(delta):
+        logits = ops.forward(clf, x_t + delta)
+        other = ops.max(logits - 1e9 * one_hot, axis=1)
+        return ops.sum(other - ops.sum(logits * one_hot, axis=1)), logits
+
+    for restart in range(restarts + 1):
+        start = np.zeros_like(x)
+        if restart:
+            direction = rng.standard_normal(x.shape).astype(np.float32)
+            direction /= np.linalg.norm(direction.reshape(n, -1), axis=1).reshape(eps.shape)
+            start = direction * eps * rng.uniform(0, 1, size=eps.shape).astype(np.float32) ** (1 / dims)
+        delta = ops.asarray(start)
+        for _ in range(steps + 1):
+            (_, logits), (grad,) = ops.value_and_grad(margin, [delta], has_aux=True)
+            flipped |= ops.to_numpy(logits).argmax(1) != pred
+            delta = delta + (2.5 / steps) * eps_t * ops.l2_normalize(grad)
+            norm = ops.per_sample_norm(delta, keepdims=True)
+            delta = delta * ops.minimum(eps_t / (norm + 1e-12), 1.0)
+        final = ops.to_numpy(delta).reshape(n, -1)
+        assert np.all(np.linalg.norm(final, axis=1) <= eps.reshape(-1) * (1 + 1e-5) + 1e-7), "PGD left its ball"
+    return flipped
+
+
+# ------------------------------------------------------------------------------------------------ soundness
+def test_layer_bounds_dominate_exact_jacobian_norms(standard_cnn, lmt_cnn):
+    for clf in (standard_cnn, lmt_cnn):
+        cert = LipschitzCertifier(clf)
+        ops = get_backend(clf)
+        linear = [r for r in cert.records if r.kind in ("dense", "conv")]
+        assert len(linear) == 4
+        for record in linear:
+            exact = _layer_jacobian_norm(ops, record)
+            bound = sound_layer_bound(record)
+            assert bound >= exact * (1 - 1e-9), record.name
+            if record.kind == "dense":
+                assert bound == pytest.approx(exact, rel=1e-6)
+
+
+def test_global_bound_dominates_local_jacobians(standard_cnn, digits):
+    _, (x_test, _), _, _ = digits
+    cert = LipschitzCertifier(standard_cnn)
+    local = _input_jacobian_norms(standard_cnn, x_test[:8])
+    assert np.all(local <= cert.lipschitz_bound())
+
+
+def test_linear_network_bound_is_exact_and_pgd_reaches_the_radius(framework, digits):
+    (x_train, y_train), (x_test, _), _, _ = digits
+    if framework == "pytorch":
+        from torch import nn
+
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    else:
+        import keras
+
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    clf = make_classifier(model, input_shape=_shape(framework), clip_values=None)
+    clf.fit(x_train, y_train, nb_epochs=5, batch_size=64, verbose=False)
+    cert = LipschitzCertifier(clf)
+    ops = get_backend(clf)
+    exact = _layer_jacobian_norm(ops, cert.records[-1])
+    assert cert.lipschitz_bound() == pytest.approx(exact, rel=1e-4)
+    x = x_test[:40]
+    pred, radius = cert.certify(x)
+    assert np.all(radius > 0)
+    # For a linear model the pairwise radius is the exact distance to the decision boundary: PGD must stay below it
+    # at 0.99 x radius, and cross it just beyond.
+    assert not _pgd_flips(clf, x, pred, 0.99 * radius, steps=60, restarts=3).any()
+    assert _pgd_flips(clf, x, pred, 1.05 * radius).mean() >= 0.9
+
+
+@pytest.mark.parametrize("model_name", ["standard", "lmt"])
+def test_pgd_never_breaks_a_certificate(model_name, standard_cnn, lmt_cnn, digits):
+    clf = standard_cnn if model_name == "standard" else lmt_cnn
+    _, (x_test, _), _, _ = digits
+    x = x_test[:40]
+    pred, radius = LipschitzCertifier(clf).certify(x, batch_size=32)
+    keep = radius > 1e-4
+    assert keep.sum() >= 20
+    flips = _pgd_flips(clf, x[keep], pred[keep], 0.99 * radius[keep])
+    assert not flips.any(), f"{flips.sum()} certified predictions changed within 0.99 x radius"
+    # the same attack does change predictions when allowed far more room: it is not a toothless test
+    assert _pgd_flips(clf, x[keep], pred[keep], np.full(keep.sum(), 2.0)).mean() > 0.3
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_lmt_certifies_more_at_small_accuracy_cost(standard_cnn, lmt_cnn, digits):
+    _, (x_test, y_test), _, _ = digits
+    std_cert = LipschitzCertifier(standard_cnn)
+    lmt_cert = LipschitzCertifier(lmt_cnn)
+    std_clean = float(np.mean(standard_cnn.predict(x_test).argmax(1) == y_test))
+    lmt_clean = float(np.mean(lmt_cnn.predict(x_test).argmax(1) == y_test))
+    std_acc = std_cert.certified_accuracy(x_test, y_test, RADIUS)
+    lmt_acc = lmt_cert.certified_accuracy(x_test, y_test, RADIUS)
+    # measured at 10 epochs: standard ~0.0-0.1, LMT ~0.75-0.85 certified at l2 0.1; clean 0.95-0.98 for both
+    print(f"clean {std_clean:.3f} / {lmt_clean:.3f}, certified at {RADIUS}: {std_acc:.3f} / {lmt_acc:.3f}")
+    assert lmt_acc >= std_acc + 0.5, (std_acc, lmt_acc)
+    assert lmt_clean >= std_clean - 0.05, (std_clean, lmt_clean)
+    assert lmt_cert.lipschitz_bound() < std_cert.lipschitz_bound() / 2
+
+
+def test_pairwise_radius_is_at_least_the_global_one(standard_cnn, digits):
+    _, (x_test, _), _, _ = digits
+    pred_p, r_pair = LipschitzCertifier(standard_cnn, pairwise=True).certify(x_test[:50])
+    pred_g, r_glob = LipschitzCertifier(standard_cnn, pairwise=False).certify(x_test[:50])
+    assert np.array_equal(pred_p, pred_g)
+    assert np.all(r_pair >= r_glob * (1 - 1e-6))
+    assert np.mean(r_pair) > np.mean(r_glob)
+
+
+# ------------------------------------------------------------------------------------------------ layers
+def _zoo_model(framework):
+    """Strided conv, batch norm, LeakyReLU, overlapping max-pool, a residual block, average pooling, dropout."""
+    if framework == "pytorch":
+        from torch import nn
+
+        body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, padding=1))
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, stride=1, padding=1),
+            nn.BatchNorm2d(8),
+            nn.LeakyReLU(0.1),
+            nn.MaxPool2d(3, stride=1, padding=1),
+            ResidualBlock(body),
+            nn.ELU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(32, 10),
+        )
+    import keras
+
+    layers = keras.layers
+    body = keras.Sequential(
+        [layers.Conv2D(8, 3, padding="same", activation="tanh"), layers.Conv2D(8, 3, padding="same")]
+    )
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(8, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.LeakyReLU(0.1),
+            layers.MaxPooling2D(3, strides=1, padding="same"),
+            ResidualBlock(body),
+            layers.ELU(),
+            layers.Conv2D(8, 3, strides=2, padding="same"),
+            layers.AveragePooling2D(2),
+            layers.Flatten(),
+            layers.Dropout(0.2),
+            layers.Dense(10),
+        ]
+    )
+
+
+def test_layer_zoo_bound_is_sound(framework, digits):
+    (x_train, y_train), (x_test, _), _, _ = digits
+    clf = make_classifier(_zoo_model(framework), input_shape=_shape(framework))
+    clf.fit(x_train, y_train, nb_epochs=2, batch_size=64, verbose=False)
+    cert = LipschitzCertifier(clf)
+    kinds = [r.kind for r in cert.records]
+    assert "residual" in kinds and "bn" in kinds
+    bound = cert.lipschitz_bound()
+    assert np.isfinite(bound) and bound > 0
+    assert np.all(_input_jacobian_norms(clf, x_test[:3]) <= bound)
+    x = x_test[:20]
+    pred, radius = cert.certify(x)
+    keep = radius > 1e-5
+    if keep.any():
+        assert not _pgd_flips(clf, x[keep], pred[keep], 0.99 * radius[keep], steps=30, restarts=1).any()
+
+
+@pytest.mark.only_with_framework("pytorch")
+@pytest.mark.parametrize("stride,dilation,groups,padding", [(1, 1, 1, 0), (2, 1, 1, 1), (1, 2, 1, 2), (2, 1, 2, 1)])
+def test_conv_bound_geometry(stride, dilation, groups, padding):
+    import torch
+
+    torch.manual_seed(stride + 3 * dilation + 7 * groups)
+    conv = torch.nn.Conv2d(4, 6, 3, stride=stride, dilation=dilation, groups=groups, padding=padding, bias=False)
+    n = 7
+    eye = torch.eye(4 * n * n).reshape(-1, 4, n, n)
+    with torch.no_grad():
+        jac = conv(eye).reshape(4 * n * n, -1).double().numpy()
+    exact = np.linalg.norm(jac, 2)
+    bound = conv_spectral_bound(conv.weight.detach().double().numpy(), (n, n), (dilation, dilation), groups)
+    assert exact <= bound * (1 + 1e-9)
+    assert bound <= 1.6 * exact  # a bound, but not a loose one
+
+
+def test_preprocessing_scales_the_bound(framework, standard_cnn):
+    twin = make_classifier(standard_cnn.model, input_shape=_shape(framework), preprocessing=(0.5, 0.25))
+    assert LipschitzCertifier(twin).lipschitz_bound() == pytest.approx(
+        4.0 * LipschitzCertifier(standard_cnn).lipschitz_bound(), rel=1e-9
+    )
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_unsupported_layers_and_bad_input_raise(framework, standard_cnn, digits):
+    _, (x_test, _), _, _ = digits
+    probs = make_classifier(
+        build_model("digits_mlp", framework, seed=0), input_shape=_shape(framework), output="probabilities"
+    )
+    with pytest.raises(TypeError, match="Softmax|softmax"):
+        LipschitzCertifier(probs)
+    if framework == "pytorch":
+        from torch import nn
+
+        odd = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.PReLU())
+        with pytest.raises(TypeError, match="PReLU"):
+            LipschitzCertifier(make_classifier(odd, input_shape=_shape(framework)))
+    else:
+        import keras
+
+        inp = keras.Input((8, 8, 1))
+        flat = keras.layers.Flatten()(inp)
+        out = keras.layers.Add()([keras.layers.Dense(10)(flat), keras.layers.Dense(10)(flat)])
+        with pytest.raises(TypeError, match="Add|chain"):
+            LipschitzCertifier(make_classifier(keras.Model(inp, out), input_shape=_shape(framework)))
+    with pytest.raises(TypeError, match="classifier"):
+        LipschitzCertifier(standard_cnn.model)
+    cert = LipschitzCertifier(standard_cnn)
+    with pytest.raises(ValueError, match="x"):
+        cert.certify(x_test[:3].reshape(3, -1))
+    bad = x_test[:3].copy()
+    bad[0].flat[0] = np.nan
+    with pytest.raises(ValueError, match="x"):
+        cert.certify(bad)
+    with pytest.raises(ValueError, match="batch_size"):
+        cert.certify(x_test[:3], batch_size=0)
+    with pytest.raises(ValueError, match="c"):
+        LipschitzMarginTrainer(standard_cnn, c=-1.0)
+    with pytest.raises(TypeError, match="warmup_epochs"):
+        LipschitzMarginTrainer(standard_cnn, warmup_epochs=1.5)
+    with pytest.raises(ValueError, match="y"):
+        LipschitzMarginTrainer(standard_cnn).fit(x_test[:4], np.array([0, 1, 2, 11]), nb_epochs=1)
