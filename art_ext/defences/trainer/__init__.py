@@ -2,4 +2,6 @@
 ``art_ext.defences.trainer``, mirroring ``art.defences.trainer``.
 """
 
-__all__: list[str] = []
+from art_ext.defences.trainer.defensive_distillation import DefensiveDistillationTrainer
+
+__all__: list[str] = ["DefensiveDistillationTrainer"]
