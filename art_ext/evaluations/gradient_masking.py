@@ -764,6 +764,7 @@ def temperature_sweep(
     attacks: Sequence[str] = ("fgsm_ce", "pgd_ce", "pgd_margin", "cw_l2"),
     jsma: bool = False,
     jsma_gamma: float = 0.15,
+    baseline: bool = True,
     max_samples: int = 100,
     cw_max_iter: int = 10,
     random_state: int | None = None,
@@ -788,6 +789,7 @@ def temperature_sweep(
     :param jsma: Also run ART's JSMA (random targets, ``gamma`` = `jsma_gamma`) on the probabilities (as in
                  Papernot et al.) and on the logits.
     :param jsma_gamma: Largest share of features JSMA may change.
+    :param baseline: Start with a normally trained model (row ``"normal"``).
     :param max_samples: Attacked test inputs.
     :param cw_max_iter: C&W iterations per binary-search step.
     :param random_state: Seed.
@@ -807,7 +809,7 @@ def temperature_sweep(
     x_test = check_finite(x_test, "x_test").astype(np.float32)
     y_test_idx = None
     rows = []
-    for t in [None] + temps:
+    for t in ([None] if baseline else []) + temps:
         clf = build_classifier()
         _check_classifier(clf, "build_classifier()")
         if y_test_idx is None:
