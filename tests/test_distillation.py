@@ -70,7 +70,7 @@ def test_distilled_model_is_accurate_and_its_logits_are_scaled(models, digits):
     normal, distilled, trainer = models
     assert _accuracy(distilled, x_test, y_test) >= 0.88
     assert _accuracy(trainer.teacher, x_test, y_test) >= 0.88
-    # Deployed at T=1 returning logits, about T times larger: measured ratio ~20-40 on both frameworks.
+    # Deployed at T=1 returning logits, far larger: median top-2 logit gap 288 vs 8.7 (PyTorch), 304 vs 8.4 (TF).
     ratio = _median_gap(distilled.predict(x_test)) / _median_gap(normal.predict(x_test))
     assert ratio > 10, ratio
     assert trainer.soft_labels_.shape == (len(digits[0][0]), 10)
@@ -81,15 +81,19 @@ def test_distilled_model_is_accurate_and_its_logits_are_scaled(models, digits):
 def test_fgsm_fails_on_distilled_while_logit_attacks_succeed(reports):
     normal, distilled = reports
     i = normal.eps.index(0.3)
-    # FGSM on the cross-entropy: measured ~1.0 on the normal model and ~0.1 on the distilled one.
+    # FGSM on the cross-entropy at eps 0.3: measured 1.0 on the normal model and 0.09 (PyTorch) / 0.12 (TensorFlow)
+    # on the distilled one, the inputs whose gradient has not underflowed.
     assert normal.success["fgsm_ce"][i] >= 0.9
     assert distilled.success["fgsm_ce"][i] <= 0.3
     assert distilled.success["pgd_ce"][i] <= 0.3
-    # The logit-margin PGD does as well on both (measured 1.0 and ~1.0).
+    # The logit-margin PGD does as well on both (measured 1.0 and 1.0 at eps 0.3 on both frameworks).
     assert distilled.success["pgd_margin"][i] >= 0.9
     assert distilled.success["pgd_margin"][i] >= normal.success["pgd_margin"][i] - 0.1
-    # Transfer from an undistilled surrogate also goes through.
+    # Transfer from an undistilled surrogate also goes through (measured 1.0 on both frameworks).
     assert distilled.success["transfer"][i] >= 0.7
+    # C&W L2 without a bound fools the distilled model as it fools the normal one (measured 1.0 and 1.0).
+    assert distilled.cw_unbounded["success"] >= 0.9
+    assert distilled.cw_unbounded["success"] >= normal.cw_unbounded["success"] - 0.1
 
 
 def test_masking_suspected_for_distilled_only(reports):
@@ -152,7 +156,8 @@ def test_temperature_sweep_scales_logits_with_temperature(framework, digits):
     assert rows["distilled T=30"]["median logit gap"] > 5 * rows["distilled T=1"]["median logit gap"]
     assert rows["distilled T=30"]["clean accuracy"] >= 0.8
     fgsm = "FGSM (cross-entropy) @ 0.3"
-    assert rows["distilled T=30"][fgsm] < rows["distilled T=1"][fgsm] - 0.3
+    # Measured 1.0 at T=1 and 0.5-0.65 at T=30 after only 6 epochs.
+    assert rows["distilled T=30"][fgsm] < rows["distilled T=1"][fgsm] - 0.15
     assert "| distilled T=30 |" in result.to_markdown()
 
 

@@ -160,6 +160,7 @@ class GradientMaskingReport:
     masking_suspected: bool = False
     reasons: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    cw_unbounded: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable summary (gradient norms summarised by quantiles)."""
@@ -186,6 +187,7 @@ class GradientMaskingReport:
             "softmax_jacobian_norm": quantiles(self.softmax_jacobian_norms),
             "logit_jacobian_norm": quantiles(self.logit_jacobian_norms),
             "seconds": {k: float(v) for k, v in self.seconds.items()},
+            "cw_unbounded": {k: float(v) for k, v in self.cw_unbounded.items()},
         }
 
     def to_markdown(self) -> str:
@@ -215,6 +217,12 @@ class GradientMaskingReport:
         headers = ["attack"] + [f"eps={e:g}" for e in self.eps]
         rows = [[ATTACKS[k]] + [f"{v:.3f}" for v in vs] for k, vs in self.success.items()]
         lines.append(markdown_table(headers, rows))
+        if self.cw_unbounded:
+            cw = self.cw_unbounded
+            lines.append(
+                f"C&W L2 without a bound fools {cw['success']:.0%} of the inputs (median l2 {cw['median_l2']:.3g}, "
+                f"median l-inf {cw['median_linf']:.3g}).\n"
+            )
         lines.append(
             markdown_table(
                 ["warning sign", "verdict", "evidence"],
@@ -495,6 +503,15 @@ class GradientMaskingAnalysis:
             x_adv = attack.generate(x, onehot)
             # A minimal-perturbation attack: counted at eps when its perturbation fits in eps.
             dist = _perturbation_norms(x_adv - x, norm)
+            fooled = clf.predict(x_adv, batch_size=bs).argmax(1) != y
+            l2 = _perturbation_norms(x_adv - x, 2.0)
+            self.cw_unbounded_ = {
+                "success": float(np.mean(fooled)),
+                "median_l2": float(np.median(l2[fooled])) if fooled.any() else float("nan"),
+                "median_linf": float(np.median(_perturbation_norms(x_adv - x, np.inf)[fooled]))
+                if fooled.any()
+                else float("nan"),
+            }
             flat_adv, flat_x = x_adv.reshape(len(x), -1), x.reshape(len(x), -1)
             return [np.where((dist <= e * (1 + 1e-6))[:, None], flat_adv, flat_x).reshape(x.shape) for e in eps_list]
         results = []
@@ -563,6 +580,7 @@ class GradientMaskingAnalysis:
         success: dict[str, list[float]] = {}
         max_pert: dict[str, list[float]] = {}
         self.seconds_: dict[str, float] = {}
+        self.cw_unbounded_: dict[str, float] = {}
         if not len(xc):
             raise ValueError("The classifier misclassifies every input given; nothing to attack.")
         for key in tqdm(self.attacks, desc="attack battery", disable=not self.verbose):
@@ -722,6 +740,7 @@ class GradientMaskingAnalysis:
             masking_suspected=bool(reasons),
             reasons=reasons,
             seconds=dict(self.seconds_),
+            cw_unbounded=dict(getattr(self, "cw_unbounded_", {})),
             **stats,
         )
 
