@@ -235,3 +235,16 @@ def test_bad_inputs_raise_clear_errors(models, digits):
         DefensiveDistillation(normal, batch_size=0)
     with pytest.raises(TypeError, match="build_classifier"):
         temperature_sweep(None, x_train, y_train, x_test, y_test)
+
+
+def test_cli_distill_quick_writes_report(framework, tmp_path):
+    from art_ext.cli.main import main
+
+    out = tmp_path / "distill"
+    args = ["distill", "--framework", framework, "--quick", "--samples", "30", "--eps", "0.1,0.3", "--out", str(out)]
+    assert main(args) == 0
+    text = (out / "report.md").read_text()
+    assert "## Normal model" in text and "## Distilled at T=100" in text and "Gradient masking suspected" in text
+    data = json.loads((out / "report.json").read_text())
+    assert data["distilled"]["masking_suspected"] and not data["normal"]["masking_suspected"]
+    assert all((out / f).stat().st_size > 5000 for f in ("distill_gradient_norms.png", "distill_success_vs_eps.png"))

@@ -71,9 +71,10 @@ def compare(
     from art_ext.evaluations import ATTACKS, GradientMaskingAnalysis
 
     attacks = list(QUICK_ATTACKS if quick else ATTACKS)
-    settings = dict(random_state=seed, verbose=False, **kwargs)
+    settings = dict(random_state=seed, verbose=False)
     if quick:
-        settings.setdefault("pgd_steps", 5)
+        settings["pgd_steps"] = 5
+    settings.update(kwargs)
     normal_report = GradientMaskingAnalysis(normal, attacks=[a for a in attacks if a != "transfer"], **settings)
     distilled_report = GradientMaskingAnalysis(distilled, attacks=attacks, surrogate=normal, **settings)
     return normal_report.analyse(x, y), distilled_report.analyse(x, y)

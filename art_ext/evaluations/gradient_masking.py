@@ -206,7 +206,7 @@ class GradientMaskingReport:
             markdown_table(
                 ["gradient statistic", "value"],
                 [
-                    ("median ||grad_x CE||_2", f"{med:.3g}"),
+                    ("median l2 norm of grad_x CE", f"{med:.3g}"),
                     ("share of exactly-zero CE gradients", f"{self.zero_gradient_share:.3f}"),
                     ("share of saturated softmax rows (max p == 1 in float32)", f"{self.saturated_share:.3f}"),
                     ("median softmax-Jacobian norm", f"{float(np.median(self.softmax_jacobian_norms)):.3g}"),
@@ -256,7 +256,7 @@ class GradientMaskingReport:
         """Histogram of log10 ||grad_x CE||; exactly-zero gradients are drawn at `floor`."""
         g = np.asarray(self.grad_norms, dtype=np.float64)
         logs = np.where(g > 0, np.log10(np.maximum(g, 1e-300)), floor)
-        ax.hist(np.maximum(logs, floor), bins=30, alpha=0.6, label=label)
+        ax.hist(np.maximum(logs, floor), bins=np.linspace(floor - 1, 3, 50), alpha=0.6, label=label)
         ax.set_xlabel(f"log10 ||grad_x CE||_2  (zero at {floor:g})")
         ax.set_ylabel("inputs")
         if label:
@@ -266,7 +266,8 @@ class GradientMaskingReport:
         """Success rate against eps for each attack."""
         for key in attacks or list(self.success):
             if key in self.success:
-                ax.plot(self.eps, self.success[key], style, label=prefix + ATTACKS[key], markersize=4)
+                color = f"C{list(ATTACKS).index(key)}"
+                ax.plot(self.eps, self.success[key], style, color=color, label=prefix + ATTACKS[key], markersize=4)
         ax.set_xlabel(f"eps ({'l-inf' if self.norm == np.inf else 'l2'})")
         ax.set_ylabel("attack success rate")
         ax.set_ylim(-0.02, 1.02)
