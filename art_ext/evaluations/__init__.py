@@ -7,6 +7,14 @@ from art_ext.evaluations.certificate_tightness import (
     CertificateUnsoundError,
     TightnessReport,
 )
+from art_ext.evaluations.gradient_masking import (
+    ATTACKS,
+    GradientMaskingAnalysis,
+    GradientMaskingReport,
+    TemperatureSweepResult,
+    margin_attack,
+    temperature_sweep,
+)
 from art_ext.evaluations.transferability import TransferabilityResult, transferability_matrix
 
 __all__: list[str] = [
@@ -15,4 +23,10 @@ __all__: list[str] = [
     "TightnessReport",
     "TransferabilityResult",
     "transferability_matrix",
+    "ATTACKS",
+    "GradientMaskingAnalysis",
+    "GradientMaskingReport",
+    "TemperatureSweepResult",
+    "margin_attack",
+    "temperature_sweep",
 ]

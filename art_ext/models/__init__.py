@@ -34,6 +34,7 @@ __all__ = [
     "TEXT_ARCHITECTURES",
     "build_model",
     "build_text_model",
+    "clone_classifier",
     "make_classifier",
     "make_text_classifier",
     "to_probability_classifier",
@@ -283,4 +284,70 @@ def make_text_classifier(
 
     return TensorFlowV2TextClassifier(
         model, max_len=max_len, nb_classes=nb_classes, optimizer=tf.keras.optimizers.Adam(learning_rate)
+    )
+
+
+def clone_classifier(classifier: Any, reinitialise: bool = True, seed: int | None = None) -> Any:
+    """
+    A new ART classifier with the architecture, loss, optimizer type, clip values and preprocessing of `classifier`,
+    with freshly initialised weights (or copied ones), and its own optimizer.
+
+    :param classifier: A ``PyTorchClassifier`` or ``TensorFlowV2Classifier``.
+    :param reinitialise: Draw new weights (``True``) or copy the current ones (``False``).
+    :param seed: Seed of the new initialisation.
+    :return: The new classifier (untrained when `reinitialise`).
+    :raises TypeError: When the classifier is of neither framework or its model cannot be cloned.
+    """
+    framework = framework_of(classifier)
+    set_seed(seed, framework)
+    preprocessing = _preprocessing_of(classifier)
+    if framework == "pytorch":
+        import copy
+
+        import torch
+        from art.estimators.classification import PyTorchClassifier
+
+        model = copy.deepcopy(classifier.model)
+        if reinitialise:
+            for module in model.modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+        old = getattr(classifier, "_optimizer", None)
+        optimizer = (
+            type(old)(model.parameters(), **old.defaults)
+            if old is not None
+            else torch.optim.Adam(model.parameters(), lr=1e-3)
+        )
+        clone = PyTorchClassifier(
+            model=model,
+            loss=classifier._loss,
+            optimizer=optimizer,
+            input_shape=tuple(classifier.input_shape),
+            nb_classes=classifier.nb_classes,
+            channels_first=classifier.channels_first,
+            clip_values=classifier.clip_values,
+            preprocessing=preprocessing,
+            device_type="cpu" if classifier._device.type == "cpu" else "gpu",
+        )
+        return clone
+    import tensorflow as tf
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    try:
+        model = tf.keras.models.clone_model(classifier.model)
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"Cannot clone the Keras model of this classifier: {error}") from error
+    if not reinitialise:
+        model.set_weights(classifier.model.get_weights())
+    old = getattr(classifier, "_optimizer", None)
+    optimizer = type(old).from_config(old.get_config()) if old is not None else tf.keras.optimizers.Adam(1e-3)
+    return TensorFlowV2Classifier(
+        model=model,
+        nb_classes=classifier.nb_classes,
+        input_shape=tuple(classifier.input_shape),
+        loss_object=getattr(classifier, "_loss_object", None),
+        optimizer=optimizer,
+        channels_first=classifier.channels_first,
+        clip_values=classifier.clip_values,
+        preprocessing=preprocessing,
     )

@@ -2,4 +2,6 @@
 ``art_ext.defences.transformer.evasion``, mirroring ``art.defences.transformer.evasion``.
 """
 
-__all__: list[str] = []
+from art_ext.defences.transformer.evasion.defensive_distillation import DefensiveDistillation
+
+__all__: list[str] = ["DefensiveDistillation"]

@@ -1,0 +1,250 @@
+"""Defensive distillation at T, and the gradient-masking analysis that shows it only masks gradients."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from art_ext.defences.trainer import DefensiveDistillationTrainer
+from art_ext.defences.transformer.evasion import DefensiveDistillation
+from art_ext.evaluations import GradientMaskingAnalysis, margin_attack, temperature_sweep
+from art_ext.models import ARCHITECTURES, build_model, make_classifier
+
+T = 100.0
+EPOCHS = 15
+ANALYSIS = dict(
+    eps=(0.05, 0.15, 0.3),
+    max_samples=60,
+    pgd_steps=10,
+    cw_max_iter=5,
+    cw_binary_search_steps=3,
+    square_max_iter=50,
+    noise_samples=3,
+    surrogate_epochs=10,
+    random_state=0,
+    verbose=False,
+)
+
+
+def _mlp(framework, output="logits", seed=1):
+    shape = ARCHITECTURES["digits_mlp"][0 if framework == "pytorch" else 1]
+    # lr 0.01: with Adam's bounded steps, lr 1e-3 needs far more epochs to grow logits T times larger.
+    return make_classifier(build_model("digits_mlp", framework, seed=seed), shape, output=output, learning_rate=0.01)
+
+
+def _median_gap(z):
+    z = np.sort(np.asarray(z, dtype=np.float64), axis=1)
+    return float(np.median(z[:, -1] - z[:, -2]))
+
+
+def _accuracy(clf, x, y):
+    return float(np.mean(clf.predict(x).argmax(1) == y))
+
+
+@pytest.fixture(scope="module")
+def models(framework, digits):
+    (x_train, y_train), _, _, _ = digits
+    normal = _mlp(framework)
+    normal.fit(x_train, y_train, nb_epochs=EPOCHS, batch_size=64, verbose=False)
+    distilled = _mlp(framework)
+    trainer = DefensiveDistillationTrainer(distilled, temperature=T, random_state=0, verbose=False)
+    trainer.fit(x_train, y_train, nb_epochs=EPOCHS, batch_size=64)
+    return normal, distilled, trainer
+
+
+@pytest.fixture(scope="module")
+def reports(models, digits):
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    normal, distilled, _ = models
+    first = GradientMaskingAnalysis(normal, **ANALYSIS)
+    normal_report = first.analyse(x_test, y_test, x_train, y_train)
+    # The surrogate is trained once and reused for the distilled model.
+    distilled_report = GradientMaskingAnalysis(distilled, surrogate=first.surrogate, **ANALYSIS).analyse(x_test, y_test)
+    return normal_report, distilled_report
+
+
+def test_distilled_model_is_accurate_and_its_logits_are_scaled(models, digits):
+    _, (x_test, y_test), _, _ = digits
+    normal, distilled, trainer = models
+    assert _accuracy(distilled, x_test, y_test) >= 0.88
+    assert _accuracy(trainer.teacher, x_test, y_test) >= 0.88
+    # Deployed at T=1 returning logits, far larger: median top-2 logit gap 288 vs 8.7 (PyTorch), 304 vs 8.4 (TF).
+    ratio = _median_gap(distilled.predict(x_test)) / _median_gap(normal.predict(x_test))
+    assert ratio > 10, ratio
+    assert trainer.soft_labels_.shape == (len(digits[0][0]), 10)
+    np.testing.assert_allclose(trainer.soft_labels_.sum(1), 1.0, atol=1e-5)
+    assert len(trainer.history["teacher"]) == EPOCHS and trainer.history["student"][-1] < trainer.history["student"][0]
+
+
+def test_fgsm_fails_on_distilled_while_logit_attacks_succeed(reports):
+    normal, distilled = reports
+    i = normal.eps.index(0.3)
+    # FGSM on the cross-entropy at eps 0.3: measured 1.0 on the normal model and 0.09 (PyTorch) / 0.12 (TensorFlow)
+    # on the distilled one, the inputs whose gradient has not underflowed.
+    assert normal.success["fgsm_ce"][i] >= 0.9
+    assert distilled.success["fgsm_ce"][i] <= 0.3
+    assert distilled.success["pgd_ce"][i] <= 0.3
+    # The logit-margin PGD does as well on both (measured 1.0 and 1.0 at eps 0.3 on both frameworks).
+    assert distilled.success["pgd_margin"][i] >= 0.9
+    assert distilled.success["pgd_margin"][i] >= normal.success["pgd_margin"][i] - 0.1
+    # Transfer from an undistilled surrogate also goes through (measured 1.0 on both frameworks).
+    assert distilled.success["transfer"][i] >= 0.7
+    # C&W L2 without a bound fools the distilled model as it fools the normal one (measured 1.0 and 1.0).
+    assert distilled.cw_unbounded["success"] >= 0.9
+    assert distilled.cw_unbounded["success"] >= normal.cw_unbounded["success"] - 0.1
+
+
+def test_masking_suspected_for_distilled_only(reports):
+    normal, distilled = reports
+    assert distilled.masking_suspected is True
+    names = {s["name"] for s in distilled.signs if s["triggered"]}
+    assert {"vanishing_gradients", "logit_beats_softmax", "black_box_beats_white_box"} <= names
+    assert any("exactly-zero" in r for r in distilled.reasons)
+    assert distilled.zero_gradient_share >= 0.5 and distilled.saturated_share >= 0.8
+    assert np.median(distilled.softmax_jacobian_norms) < 1e-3 * np.median(distilled.logit_jacobian_norms)
+
+    assert normal.masking_suspected is False, normal.reasons
+    assert normal.reasons == [] and normal.zero_gradient_share < 0.05
+
+
+def test_budgets_respected_and_report_outputs(reports, tmp_path):
+    for report in reports:
+        for key, values in report.max_perturbation.items():
+            for eps, value in zip(report.eps, values):
+                assert value <= eps * (1 + 1e-5) + 1e-6, (key, eps, value)
+        d = report.to_dict()
+        json.dumps(d)
+        assert set(d["success"]) == set(report.success) and len(d["signs"]) == 6
+        md = report.to_markdown()
+        assert "| PGD (logit margin) |" in md and "warning sign" in md
+        path = report.plot(str(tmp_path / "masking.png"))
+        assert (tmp_path / "masking.png").stat().st_size > 5000 and path.endswith(".png")
+
+
+def test_margin_attack_l2_stays_in_budget(models, digits):
+    _, (x_test, y_test), _, _ = digits
+    normal, _, _ = models
+    x, y = x_test[:40], y_test[:40]
+    x_adv = margin_attack(normal, x, y, eps=1.5, norm=2, steps=10)
+    norms = np.sqrt(((x_adv - x).reshape(len(x), -1) ** 2).sum(1))
+    assert norms.max() <= 1.5 + 1e-4 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert _accuracy(normal, x_adv, y) < _accuracy(normal, x, y) - 0.3
+
+
+def test_temperature_sweep_scales_logits_with_temperature(framework, digits):
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    result = temperature_sweep(
+        lambda: _mlp(framework, seed=3),
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        temperatures=(1, 30),
+        nb_epochs=6,
+        batch_size=64,
+        attacks=("fgsm_ce",),
+        baseline=False,
+        max_samples=40,
+        random_state=0,
+        verbose=False,
+    )
+    rows = {r["model"]: r for r in result.rows}
+    assert list(rows) == ["distilled T=1", "distilled T=30"]
+    # The trainer's temperature scales the logits: measured ratio ~10-20 between T=30 and T=1.
+    assert rows["distilled T=30"]["median logit gap"] > 5 * rows["distilled T=1"]["median logit gap"]
+    assert rows["distilled T=30"]["clean accuracy"] >= 0.8
+    fgsm = "FGSM (cross-entropy) @ 0.3"
+    # Measured 1.0 at T=1 and 0.5-0.65 at T=30 after only 6 epochs.
+    assert rows["distilled T=30"][fgsm] < rows["distilled T=1"][fgsm] - 0.15
+    assert "| distilled T=30 |" in result.to_markdown()
+
+
+def test_probability_output_classifier_is_distilled(framework, digits):
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    clf = _mlp(framework, output="probabilities", seed=2)
+    DefensiveDistillationTrainer(clf, temperature=50.0, teacher_epochs=8, random_state=0, verbose=False).fit(
+        x_train, y_train, nb_epochs=5, batch_size=64
+    )
+    p = clf.predict(x_test)
+    assert np.allclose(p.sum(1), 1.0, atol=1e-4)  # still probabilities, deployed at T=1
+    assert _accuracy(clf, x_test, y_test) >= 0.8
+    # Recovered as log p, the logits were scaled by T: the float32 softmax saturates.
+    assert np.mean(p.astype(np.float32).max(1) == np.float32(1.0)) >= 0.5
+
+
+def test_transformer_distils_from_a_teacher_trained_at_t(framework, models, digits):
+    from art.defences.transformer.transformer import Transformer
+
+    (x_train, _), (x_test, y_test), _, _ = digits
+    normal, _, trainer = models
+    transformer = DefensiveDistillation(trainer.teacher, batch_size=64, nb_epochs=6, temperature=T, random_state=0)
+    assert isinstance(transformer, Transformer) and transformer.is_fitted
+    student = transformer(x_train, _mlp(framework))
+    assert _accuracy(student, x_test, y_test) >= 0.85
+    assert _median_gap(student.predict(x_test)) > 5 * _median_gap(normal.predict(x_test))
+    transformer.set_params(temperature=2.0)
+    assert transformer.temperature == 2.0
+    with pytest.raises(ValueError, match="temperature"):
+        transformer.set_params(temperature=-1.0)
+
+
+def test_bad_inputs_raise_clear_errors(models, digits):
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    normal, _, _ = models
+    with pytest.raises(ValueError, match="temperature"):
+        DefensiveDistillationTrainer(normal, temperature=0.0)
+    with pytest.raises(TypeError, match="temperature"):
+        DefensiveDistillationTrainer(normal, temperature="hot")
+    with pytest.raises(TypeError, match="classifier"):
+        DefensiveDistillationTrainer(object())
+    with pytest.raises(TypeError, match="teacher"):
+        DefensiveDistillationTrainer(normal, teacher="teacher")
+    with pytest.raises(ValueError, match="output"):
+        DefensiveDistillationTrainer(normal, output="scores")
+    trainer = DefensiveDistillationTrainer(normal, teacher=normal, verbose=False)
+    bad = x_train[:10].copy()
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="`x`"):
+        trainer.fit(bad, y_train[:10], nb_epochs=1)
+    with pytest.raises(ValueError, match="`y`"):
+        trainer.fit(x_train[:10], y_train[:9], nb_epochs=1)
+    with pytest.raises(ValueError, match="`x`"):
+        trainer.fit(x_train[:10].reshape(10, -1), y_train[:10], nb_epochs=1)
+    with pytest.raises(ValueError, match="nb_epochs"):
+        trainer.fit(x_train[:10], y_train[:10], nb_epochs=0)
+    with pytest.raises(ValueError, match="eps"):
+        GradientMaskingAnalysis(normal, eps=(0.1, -0.2))
+    with pytest.raises(ValueError, match="eps"):
+        GradientMaskingAnalysis(normal, eps=(0.3, 0.1))
+    with pytest.raises(ValueError, match="norm"):
+        GradientMaskingAnalysis(normal, norm=1)
+    with pytest.raises(ValueError, match="attacks"):
+        GradientMaskingAnalysis(normal, attacks=["fgsm_ce", "deepfool"])
+    with pytest.raises(ValueError, match="tolerance"):
+        GradientMaskingAnalysis(normal, tolerance=1.5)
+    with pytest.raises(TypeError, match="surrogate"):
+        GradientMaskingAnalysis(normal, surrogate=42)
+    analysis = GradientMaskingAnalysis(normal, attacks=["noise"], verbose=False)
+    with pytest.raises(ValueError, match="`x`"):
+        analysis.analyse(x_test[:5].reshape(5, -1), y_test[:5])
+    with pytest.raises(ValueError, match="`y`"):
+        analysis.analyse(x_test[:5], np.full(5, 12))
+    with pytest.raises(ValueError, match="batch_size"):
+        DefensiveDistillation(normal, batch_size=0)
+    with pytest.raises(TypeError, match="build_classifier"):
+        temperature_sweep(None, x_train, y_train, x_test, y_test)
+
+
+def test_cli_distill_quick_writes_report(framework, tmp_path):
+    from art_ext.cli.main import main
+
+    out = tmp_path / "distill"
+    args = ["distill", "--framework", framework, "--quick", "--samples", "30", "--eps", "0.1,0.3", "--out", str(out)]
+    assert main(args) == 0
+    text = (out / "report.md").read_text()
+    assert "## Normal model" in text and "## Distilled at T=100" in text and "Gradient masking suspected" in text
+    data = json.loads((out / "report.json").read_text())
+    assert data["distilled"]["masking_suspected"] and not data["normal"]["masking_suspected"]
+    assert all((out / f).stat().st_size > 5000 for f in ("distill_gradient_norms.png", "distill_success_vs_eps.png"))
