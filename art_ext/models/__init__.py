@@ -9,6 +9,9 @@ name            input          architecture
 ``digits_cnn``  8x8x1          Conv 16, Conv 32, MaxPool, Dense 64, Dense 10
 ``lenet5``      28x28x1        LeNet-5 (ReLU, max-pooling)
 =============== ============== =========================================
+
+Generators for data-free model extraction (:data:`GENERATORS`, :func:`build_generator`, :func:`make_generator`):
+``generator_8x8``, ``generator_28x28`` and ``generator_32x32``, the DFME paper's generator shape at three image sizes.
 """
 
 from __future__ import annotations
@@ -18,13 +21,28 @@ from typing import Any
 from art_ext.backend import framework_of
 from art_ext.utils.seed import set_seed
 
-__all__ = ["ARCHITECTURES", "build_model", "make_classifier", "to_probability_classifier"]
+__all__ = [
+    "ARCHITECTURES",
+    "GENERATORS",
+    "build_generator",
+    "build_model",
+    "make_classifier",
+    "make_generator",
+    "to_probability_classifier",
+]
 
 #: name -> (input shape channels-first, input shape channels-last)
 ARCHITECTURES = {
     "digits_mlp": ((1, 8, 8), (8, 8, 1)),
     "digits_cnn": ((1, 8, 8), (8, 8, 1)),
     "lenet5": ((1, 28, 28), (28, 28, 1)),
+}
+
+#: name -> (image side, default width ``ngf``) of the reference DFME generators.
+GENERATORS = {
+    "generator_8x8": (8, 32),
+    "generator_28x28": (28, 64),
+    "generator_32x32": (32, 64),
 }
 
 
@@ -155,3 +173,60 @@ def _preprocessing_of(classifier: Any) -> tuple:
         if isinstance(op, StandardisationMeanStd) or type(op).__name__.startswith("StandardisationMeanStd"):
             return (op.mean, op.std)
     return (0.0, 1.0)
+
+
+def build_generator(
+    name: str,
+    framework: str,
+    channels: int = 1,
+    encoding_length: int = 100,
+    ngf: int | None = None,
+    seed: int | None = None,
+) -> Any:
+    """
+    Build a reference DFME generator (``nn.Module`` channels-first, or Keras model channels-last).
+
+    :param name: One of :data:`GENERATORS`.
+    :param framework: ``"pytorch"`` or ``"tensorflow"``.
+    :param channels: Image channels.
+    :param encoding_length: Length of the noise vector.
+    :param ngf: Width of the convolution blocks (default: the size's entry in :data:`GENERATORS`).
+    :param seed: Seed for the weight initialisation.
+    :return: The generator model; it outputs unbounded images that the attack squashes into the input range.
+    """
+    if name not in GENERATORS:
+        raise ValueError(f"Unknown generator {name!r}; choose from {sorted(GENERATORS)}.")
+    framework = framework_of(framework)
+    size, default_ngf = GENERATORS[name]
+    set_seed(seed, framework)
+    if framework == "pytorch":
+        from art_ext.models.pytorch import dfme_generator
+    else:
+        from art_ext.models.tensorflow import dfme_generator
+    return dfme_generator(
+        encoding_length=encoding_length, img_size=size, channels=channels, ngf=ngf or default_ngf
+    )
+
+
+def make_generator(model: Any, encoding_length: int = 100, clip_values: tuple | None = None, **kwargs) -> Any:
+    """
+    Wrap a generator model as an ART generator estimator of its framework: art_ext's
+    :class:`~art_ext.estimators.generation.PyTorchGenerator` or ART's ``TensorFlowV2Generator``.
+
+    :param model: A ``torch.nn.Module`` or Keras model mapping ``(nb_samples, encoding_length)`` noise to images.
+    :param encoding_length: Length of the noise vector.
+    :param clip_values: Optional input range of the images.
+    :param kwargs: Passed to the estimator (e.g. ``device_type`` for PyTorch).
+    :return: The generator estimator.
+    """
+    if framework_of(model) == "pytorch":
+        from art_ext.estimators.generation import PyTorchGenerator
+
+        return PyTorchGenerator(
+            encoding_length=encoding_length, model=model, channels_first=True, clip_values=clip_values, **kwargs
+        )
+    from art.estimators.generation import TensorFlowV2Generator
+
+    return TensorFlowV2Generator(
+        encoding_length=encoding_length, model=model, channels_first=False, clip_values=clip_values, **kwargs
+    )
