@@ -40,7 +40,7 @@ ARCHITECTURES = {
 
 #: name -> (image side, default width ``ngf``) of the reference DFME generators.
 GENERATORS = {
-    "generator_8x8": (8, 32),
+    "generator_8x8": (8, 16),
     "generator_28x28": (28, 64),
     "generator_32x32": (32, 64),
 }
@@ -203,9 +203,7 @@ def build_generator(
         from art_ext.models.pytorch import dfme_generator
     else:
         from art_ext.models.tensorflow import dfme_generator
-    return dfme_generator(
-        encoding_length=encoding_length, img_size=size, channels=channels, ngf=ngf or default_ngf
-    )
+    return dfme_generator(encoding_length=encoding_length, img_size=size, channels=channels, ngf=ngf or default_ngf)
 
 
 def make_generator(model: Any, encoding_length: int = 100, clip_values: tuple | None = None, **kwargs) -> Any:

@@ -77,7 +77,7 @@ class DataFreeModelExtraction(ExtractionAttack):
 
     def __init__(
         self,
-        classifier: "CLASSIFIER_TYPE",
+        classifier: CLASSIFIER_TYPE,
         generator: Any,
         max_queries: int = 2_000_000,
         batch_size: int = 256,
@@ -188,7 +188,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         """Victim queries one full round costs."""
         return self.batch_size * (self.n_generator_steps * (self.n_directions + 1) + self.n_student_steps)
 
-    def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> "CLASSIFIER_TYPE":
+    def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> CLASSIFIER_TYPE:
         """
         Train the thieved classifier to imitate the victim.
 
@@ -232,7 +232,6 @@ class DataFreeModelExtraction(ExtractionAttack):
                     f"({self.queries_per_round} queries)."
                 )
         return _Run(self, student, framework, x, x_val, y_val).run()
-
 
     def _check_params(self) -> None:
         from art.estimators.generation.generator import GeneratorMixin
@@ -312,8 +311,8 @@ class _Run:
             )
         self.dim = int(np.prod(self.sample_shape))
         low, high = self._clip_values()
-        self.low = low if np.ndim(low) == 0 else ops.asarray(low)
-        self.span = (high - low) if np.ndim(low) == 0 else ops.asarray(high - low)
+        self.low = float(low) if np.ndim(low) == 0 else ops.asarray(low)
+        self.span = float(high - low) if np.ndim(low) == 0 else ops.asarray(high - low)
         self.victim_shape = self._victim_shape()
         self.opt_student = ops.make_optimizer(
             ops.trainable_weights(self.student),
@@ -478,7 +477,9 @@ class _Run:
         u = self.rng.standard_normal((b, m, self.dim)).astype(np.float32)
         u /= np.linalg.norm(u, axis=2, keepdims=True) + 1e-12
         u_t = ops.asarray(u.reshape((b, m) + self.sample_shape))
-        pre_pert = ops.reshape(ops.reshape(pre, (b, 1) + self.sample_shape) + a.fd_epsilon * u_t, (b * m,) + self.sample_shape)
+        pre_pert = ops.reshape(
+            ops.reshape(pre, (b, 1) + self.sample_shape) + a.fd_epsilon * u_t, (b * m,) + self.sample_shape
+        )
         v_all = self._query(ops.concat([self._squash(pre), self._squash(pre_pert)], axis=0))
         v0 = v_all[:b]
         v_pert = ops.reshape(v_all[b:], (b, m, self.nb_classes))

@@ -26,7 +26,7 @@ class PyTorchGenerator(GeneratorMixin, PyTorchEstimator):
     def __init__(
         self,
         encoding_length: int,
-        model: "torch.nn.Module",
+        model: torch.nn.Module,
         channels_first: bool = True,
         clip_values: Any = None,
         preprocessing_defences: Any = None,
@@ -65,7 +65,7 @@ class PyTorchGenerator(GeneratorMixin, PyTorchEstimator):
         self._model.to(self._device)
 
     @property
-    def model(self) -> "torch.nn.Module":
+    def model(self) -> torch.nn.Module:
         """
         :return: The generator module.
         """
