@@ -433,9 +433,11 @@ class _Run:
         if not np.all(np.isfinite(out)):
             raise ValueError("The victim returned NaN or infinite scores.")
         if a.detected_output is None:
-            if np.all((out == 0.0) | (out == 1.0)) and np.all(out.sum(axis=1) == 1.0):
+            # One-hot (or any 0/1) answers carry no gradient information (ART's ClassLabels postprocessor).
+            if np.all((out == 0.0) | (out == 1.0)):
                 raise ValueError(
-                    "The victim returns one-hot labels only; DFME needs probabilities or logits to estimate gradients."
+                    "The victim returns labels only (0/1 outputs); DFME needs probabilities or logits to estimate "
+                    "gradients."
                 )
             if a.victim_output != "auto":
                 a.detected_output = a.victim_output
