@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFENCES = {
     "ReverseSigmoid": {"beta": 1.0, "gamma": 0.1},
-    "Rounding": {"decimals": 2},
+    "Rounded": {"decimals": 2},
     "HighConfidence": {"cutoff": 0.1},
     "GaussianNoise": {"scale": 0.05},
 }
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--framework", choices=["pytorch", "tensorflow"], default="pytorch")
     parser.add_argument("--budget", type=int, default=None, help="queries per row (default 2M, 100k with --quick)")
-    parser.add_argument("--quick", action="store_true", help="100k queries, ReverseSigmoid and Rounding only")
+    parser.add_argument("--quick", action="store_true", help="100k queries, ReverseSigmoid and Rounded only")
     parser.add_argument("--defences", default=None, help=f"comma-separated subset of {','.join(DEFENCES)} or 'none'")
     parser.add_argument("--no-knockoff", action="store_true", help="skip the KnockoffNets baseline")
     parser.add_argument("--diversity-weight", type=float, default=None)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     elif args.defences:
         defences = [d.strip() for d in args.defences.split(",") if d.strip()]
     else:
-        defences = ["ReverseSigmoid", "Rounding"] if args.quick else list(DEFENCES)
+        defences = ["ReverseSigmoid", "Rounded"] if args.quick else list(DEFENCES)
     set_seed(args.seed, args.framework)
     data = load_dataset("mnist", args.framework, args.data)
     (_, _), (x_test, y_test), _, _ = data

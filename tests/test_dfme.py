@@ -131,11 +131,11 @@ def test_label_only_victim_is_refused(framework, digits_cnn_classifier):
     assert attack.queries_used <= 64
 
 
-@pytest.mark.parametrize("defence", ["ReverseSigmoid", "Rounding", "HighConfidence", "GaussianNoise"])
+@pytest.mark.parametrize("defence", ["ReverseSigmoid", "Rounded", "HighConfidence", "GaussianNoise"])
 def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_classifier, defence):
     import art.defences.postprocessor as post
 
-    kwargs = {"Rounding": {"decimals": 2}, "HighConfidence": {"cutoff": 0.2}, "GaussianNoise": {"scale": 0.05}}
+    kwargs = {"Rounded": {"decimals": 2}, "HighConfidence": {"cutoff": 0.2}, "GaussianNoise": {"scale": 0.05}}
     victim = _twin(digits_cnn_classifier, postprocessing_defences=[getattr(post, defence)(**kwargs.get(defence, {}))])
     (_, _), (x_test, y_test), _, _ = digits
     attack = DataFreeModelExtraction(
@@ -144,7 +144,8 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
     student = attack.extract(thieved_classifier=_student(framework), x_val=x_test, y_val=y_test)
     assert attack.detected_output == "probabilities"
     assert attack.queries_used <= 6_000
-    assert all(np.isfinite(r["loss_student"]) and np.isfinite(r["loss_generator"]) for r in attack.history)
+    losses = [r[k] for r in attack.history for k in ("loss_student", "loss_generator") if r[k] is not None]
+    assert len(losses) >= 2 * 13 and np.all(np.isfinite(losses))
     assert np.all(np.isfinite(student.predict(x_test[:16])))
 
 

@@ -89,7 +89,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         logit_correction: str = "mean",
         victim_output: str = "auto",
         probability_floor: float = 1e-6,
-        diversity_weight: float = 1.0,
+        diversity_weight: float = 5.0,
         student_learning_rate: float = 0.1,
         student_momentum: float = 0.9,
         student_weight_decay: float = 5e-4,
