@@ -194,3 +194,41 @@ def test_checkpoint_and_resume(framework, digits_cnn_classifier_probabilities, t
     for a, b in zip(ops.get_weights(restored), ops.get_weights(fresh)):
         np.testing.assert_allclose(a, b)
     assert any(not np.allclose(a, b) for a, b in zip(saved, ops.get_weights(fresh)))
+
+
+@pytest.mark.parametrize("name,side", [("generator_8x8", 8), ("generator_28x28", 28), ("generator_32x32", 32)])
+def test_reference_generators_shapes(framework, name, side):
+    from art_ext.backend import get_backend
+
+    ops = get_backend(framework)
+    model = build_generator(name, framework, channels=3, encoding_length=16, ngf=8, seed=0)
+    out = ops.to_numpy(ops.call_model(model, ops.random_normal((4, 16), np.random.default_rng(0)), training=True))
+    assert out.shape == ((4, 3, side, side) if framework == "pytorch" else (4, side, side, 3))
+    with pytest.raises(ValueError, match="generator"):
+        build_generator("generator_7x7", framework)
+
+
+@pytest.mark.only_with_framework("pytorch")
+def test_pytorch_generator_estimator():
+    import torch
+
+    from art_ext.estimators.generation import PyTorchGenerator
+
+    gen = PyTorchGenerator(encoding_length=100, model=build_generator("generator_8x8", "pytorch", seed=0))
+    assert gen.input_shape == (100,) and gen.encoding_length == 100
+    assert gen.predict(np.zeros((5, 100), np.float32), batch_size=2).shape == (5, 1, 8, 8)
+    with pytest.raises(ValueError, match="x"):
+        gen.predict(np.zeros((5, 99), np.float32))
+    with pytest.raises(ValueError, match="encoding_length"):
+        PyTorchGenerator(encoding_length=0, model=torch.nn.Linear(1, 1))
+    with pytest.raises(TypeError, match="model"):
+        PyTorchGenerator(encoding_length=3, model="net")
+
+
+def test_cli_dfme_command(framework, capsys):
+    from art_ext.cli.main import main
+
+    argv = ["dfme", "--framework", framework, "--budget", "3000", "--batch-size", "64", "--victim-epochs", "2"]
+    assert main(argv + ["--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| digits | " + framework in out and "student acc" in out
