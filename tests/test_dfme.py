@@ -232,3 +232,19 @@ def test_cli_dfme_command(framework, capsys):
     assert main(argv + ["--quiet"]) == 0
     out = capsys.readouterr().out
     assert "| digits | " + framework in out and "student acc" in out
+
+
+def test_scikit_learn_victim_with_flat_inputs(framework, digits):
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    victim = SklearnClassifier(
+        LogisticRegression(max_iter=300).fit(x_train.reshape(len(x_train), -1), y_train), clip_values=(0.0, 1.0)
+    )
+    attack = DataFreeModelExtraction(
+        victim, _generator(framework), max_queries=4_000, batch_size=64, random_state=0, verbose=False
+    )
+    student = attack.extract(thieved_classifier=_student(framework))
+    assert attack.detected_output == "probabilities" and attack.queries_used <= 4_000
+    assert student.predict(x_test[:4]).shape == (4, 10)
