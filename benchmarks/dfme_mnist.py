@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         defences = ["ReverseSigmoid", "Rounded"] if args.quick else list(DEFENCES)
     set_seed(args.seed, args.framework)
     data = load_dataset("mnist", args.framework, args.data)
-    (_, _), (x_test, y_test), _, _ = data
+    (x_train, y_train), (x_test, y_test), _, _ = data
+    x_val, y_val = x_train[-2000:], y_train[-2000:]  # tracks and selects the student; the test set only measures
     victim = train_victim(args.framework, "mnist", data, args.victim_epochs, seed=args.seed, probabilities=True)
     kwargs = {} if args.diversity_weight is None else {"diversity_weight": args.diversity_weight}
     rows = []
@@ -97,7 +98,18 @@ def main(argv=None) -> int:
             target = to_probability_classifier(victim)
             target.set_params(postprocessing_defences=[getattr(post, name)(**DEFENCES[name])])
         target_acc = float(np.mean(target.predict(x_test, batch_size=1024).argmax(1) == y_test))
-        result = steal(target, args.framework, "mnist", x_test, y_test, budget, seed=args.seed, **kwargs)
+        result = steal(
+            target,
+            args.framework,
+            "mnist",
+            x_val,
+            y_val,
+            budget,
+            seed=args.seed,
+            x_test=x_test,
+            y_test=y_test,
+            **kwargs,
+        )
         attack = result["attack"]
         rows.append(
             [

@@ -65,10 +65,14 @@ def steal(
     budget: int,
     seed: int = 0,
     verbose: bool = True,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
     **attack_kwargs,
 ) -> dict:
     """
     Run DFME against `victim` with a fresh student of the victim's architecture and the dataset's generator.
+    `x_val`/`y_val` track (and, with ``restore_best``, select) the student; the accuracy reported is measured on
+    `x_test`/`y_test` when given, else on the validation data.
 
     :return: dict with ``student``, ``attack``, ``student_accuracy``, ``seconds`` and the ``curve`` of
              ``(queries, validation accuracy)``.
@@ -86,7 +90,8 @@ def steal(
     start = time.perf_counter()
     attack.extract(thieved_classifier=student, x_val=x_val, y_val=y_val)
     seconds = time.perf_counter() - start
-    accuracy = float(np.mean(student.predict(x_val, batch_size=512).argmax(1) == y_val))
+    x_eval, y_eval = (x_val, y_val) if x_test is None else (x_test, y_test)
+    accuracy = float(np.mean(student.predict(x_eval, batch_size=512).argmax(1) == y_eval))
     curve = [(r["queries"], r["val_accuracy"]) for r in attack.history if r.get("val_accuracy") is not None]
     return {"student": student, "attack": attack, "student_accuracy": accuracy, "seconds": seconds, "curve": curve}
 
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     set_seed(args.seed, args.framework)
     data = load_dataset(args.dataset, args.framework, args.data)
-    (_, _), (x_test, y_test), _, _ = data
+    (x_train, y_train), (x_test, y_test), _, _ = data
     victim = train_victim(
         args.framework, args.dataset, data, args.victim_epochs, seed=args.seed, probabilities=not args.logits
     )
@@ -105,8 +110,19 @@ def run(args: argparse.Namespace) -> int:
         kwargs["diversity_weight"] = args.diversity_weight
     if args.batch_size is not None:
         kwargs["batch_size"] = args.batch_size
+    n_val = 300 if args.dataset == "digits" else 2000  # held-out training images track the student
     result = steal(
-        victim, args.framework, args.dataset, x_test, y_test, args.budget, args.seed, not args.quiet, **kwargs
+        victim,
+        args.framework,
+        args.dataset,
+        x_train[-n_val:],
+        y_train[-n_val:],
+        args.budget,
+        args.seed,
+        not args.quiet,
+        x_test=x_test,
+        y_test=y_test,
+        **kwargs,
     )
     attack = result["attack"]
     row = [

@@ -21,7 +21,16 @@ def run(ctx) -> None:
     victim_acc = float(np.mean(victim.predict(x_test).argmax(1) == y_test))
     budget = 8_000 if ctx.quick else 30_000
     result = steal(
-        victim, ctx.framework, "digits", x_test, y_test, budget, seed=ctx.seed, verbose=ctx.verbose, batch_size=128
+        victim,
+        ctx.framework,
+        "digits",
+        x_test,
+        y_test,
+        budget,
+        seed=ctx.seed,
+        verbose=ctx.verbose,
+        batch_size=128,
+        restore_best=False,  # the curve tracks test accuracy; no selection on it
     )
     attack = result["attack"]
     ctx.report.text(
