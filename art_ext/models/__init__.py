@@ -19,6 +19,9 @@ name            architecture
 ``text_lstm``   NormalizedEmbedding, LSTM (state at the last real token), Dense
 ``text_cnn``    NormalizedEmbedding, Conv1D 3 + ReLU, max over real tokens, Dense
 =============== =====================================================================
+
+Generators for data-free model extraction (:data:`GENERATORS`, :func:`build_generator`, :func:`make_generator`):
+``generator_8x8``, ``generator_28x28`` and ``generator_32x32``, the DFME paper's generator shape at three image sizes.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from art_ext.utils.seed import set_seed
 
 __all__ = [
     "ARCHITECTURES",
-    "ResidualBlock",
+    "GENERATORS",
     "TEXT_ARCHITECTURES",
+    "ResidualBlock",
+    "build_generator",
     "build_model",
     "build_text_model",
     "clone_classifier",
     "make_classifier",
+    "make_generator",
     "make_text_classifier",
     "to_probability_classifier",
 ]
@@ -49,6 +55,13 @@ ARCHITECTURES = {
 
 #: Text architectures over token ids (see :func:`build_text_model`).
 TEXT_ARCHITECTURES = ("text_lstm", "text_cnn")
+
+#: name -> (image side, default width ``ngf``) of the reference DFME generators.
+GENERATORS = {
+    "generator_8x8": (8, 16),
+    "generator_28x28": (28, 64),
+    "generator_32x32": (32, 64),
+}
 
 
 def build_model(name: str, framework: str, nb_classes: int = 10, seed: int | None = None) -> Any:
@@ -350,4 +363,59 @@ def clone_classifier(classifier: Any, reinitialise: bool = True, seed: int | Non
         channels_first=classifier.channels_first,
         clip_values=classifier.clip_values,
         preprocessing=preprocessing,
+    )
+
+
+def build_generator(
+    name: str,
+    framework: str,
+    channels: int = 1,
+    encoding_length: int = 100,
+    ngf: int | None = None,
+    seed: int | None = None,
+) -> Any:
+    """
+    Build a reference DFME generator (``nn.Module`` channels-first, or Keras model channels-last).
+
+    :param name: One of :data:`GENERATORS`.
+    :param framework: ``"pytorch"`` or ``"tensorflow"``.
+    :param channels: Image channels.
+    :param encoding_length: Length of the noise vector.
+    :param ngf: Width of the convolution blocks (default: the size's entry in :data:`GENERATORS`).
+    :param seed: Seed for the weight initialisation.
+    :return: The generator model; it outputs unbounded images that the attack squashes into the input range.
+    """
+    if name not in GENERATORS:
+        raise ValueError(f"Unknown generator {name!r}; choose from {sorted(GENERATORS)}.")
+    framework = framework_of(framework)
+    size, default_ngf = GENERATORS[name]
+    set_seed(seed, framework)
+    if framework == "pytorch":
+        from art_ext.models.pytorch import dfme_generator
+    else:
+        from art_ext.models.tensorflow import dfme_generator
+    return dfme_generator(encoding_length=encoding_length, img_size=size, channels=channels, ngf=ngf or default_ngf)
+
+
+def make_generator(model: Any, encoding_length: int = 100, clip_values: tuple | None = None, **kwargs) -> Any:
+    """
+    Wrap a generator model as an ART generator estimator of its framework: art_ext's
+    :class:`~art_ext.estimators.generation.PyTorchGenerator` or ART's ``TensorFlowV2Generator``.
+
+    :param model: A ``torch.nn.Module`` or Keras model mapping ``(nb_samples, encoding_length)`` noise to images.
+    :param encoding_length: Length of the noise vector.
+    :param clip_values: Optional input range of the images.
+    :param kwargs: Passed to the estimator (e.g. ``device_type`` for PyTorch).
+    :return: The generator estimator.
+    """
+    if framework_of(model) == "pytorch":
+        from art_ext.estimators.generation import PyTorchGenerator
+
+        return PyTorchGenerator(
+            encoding_length=encoding_length, model=model, channels_first=True, clip_values=clip_values, **kwargs
+        )
+    from art.estimators.generation import TensorFlowV2Generator
+
+    return TensorFlowV2Generator(
+        encoding_length=encoding_length, model=model, channels_first=False, clip_values=clip_values, **kwargs
     )

@@ -190,3 +190,47 @@ def residual_block(body: Any, shortcut: Any = None) -> Any:
 
         _RESIDUAL_CLASS = ResidualBlock
     return _RESIDUAL_CLASS(body, shortcut)
+
+
+def dfme_generator(encoding_length: int = 100, img_size: int = 32, channels: int = 1, ngf: int = 64) -> Any:
+    """
+    Generator of the DFME paper's shape (a DCGAN-style projection and two upsampling convolution blocks) for
+    ``(channels, img_size, img_size)`` images. It outputs unbounded values normalised by a final affine-free batch
+    normalisation; :class:`art_ext.attacks.extraction.DataFreeModelExtraction` squashes them into the victim's input
+    range with a scaled ``tanh``.
+
+    :param encoding_length: Length of the noise vector ``z``.
+    :param img_size: Image side, a multiple of 4 (8, 28 and 32 are the reference sizes).
+    :param channels: Number of image channels.
+    :param ngf: Width of the convolution blocks.
+    """
+    import torch
+    from torch import nn
+
+    if img_size % 4:
+        raise ValueError(f"`img_size` must be a multiple of 4, got {img_size}.")
+    init = img_size // 4
+
+    class DFMEGenerator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.project = nn.Linear(encoding_length, 2 * ngf * init * init)
+            self.blocks = nn.Sequential(
+                nn.BatchNorm2d(2 * ngf),
+                nn.Upsample(scale_factor=2),
+                nn.Conv2d(2 * ngf, 2 * ngf, 3, padding=1),
+                nn.BatchNorm2d(2 * ngf),
+                nn.LeakyReLU(0.2),
+                nn.Upsample(scale_factor=2),
+                nn.Conv2d(2 * ngf, ngf, 3, padding=1),
+                nn.BatchNorm2d(ngf),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(ngf, channels, 3, padding=1),
+                nn.BatchNorm2d(channels, affine=False),
+            )
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            out = self.project(z.reshape(z.shape[0], -1))
+            return self.blocks(out.reshape(out.shape[0], 2 * ngf, init, init))
+
+    return DFMEGenerator()

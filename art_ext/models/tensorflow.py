@@ -182,3 +182,41 @@ def residual_block(body: Any, shortcut: Any = None) -> Any:
 
         _RESIDUAL_CLASS = ResidualBlock
     return _RESIDUAL_CLASS(body, shortcut)
+
+
+def dfme_generator(encoding_length: int = 100, img_size: int = 32, channels: int = 1, ngf: int = 64) -> Any:
+    """
+    Generator of the DFME paper's shape for channels-last ``(img_size, img_size, channels)`` images, the twin of
+    :func:`art_ext.models.pytorch.dfme_generator` (unbounded outputs after an affine-free batch normalisation).
+
+    :param encoding_length: Length of the noise vector ``z``.
+    :param img_size: Image side, a multiple of 4 (8, 28 and 32 are the reference sizes).
+    :param channels: Number of image channels.
+    :param ngf: Width of the convolution blocks.
+    """
+    import tensorflow as tf
+
+    if img_size % 4:
+        raise ValueError(f"`img_size` must be a multiple of 4, got {img_size}.")
+    init = img_size // 4
+    layers = tf.keras.layers
+    # PyTorch's BatchNorm2d defaults (eps 1e-5, running-average momentum 0.1).
+    bn = dict(epsilon=1e-5, momentum=0.9)
+    return tf.keras.Sequential(
+        [
+            tf.keras.Input((encoding_length,)),
+            layers.Dense(2 * ngf * init * init),
+            layers.Reshape((init, init, 2 * ngf)),
+            layers.BatchNormalization(**bn),
+            layers.UpSampling2D(2),
+            layers.Conv2D(2 * ngf, 3, padding="same"),
+            layers.BatchNormalization(**bn),
+            layers.LeakyReLU(0.2),
+            layers.UpSampling2D(2),
+            layers.Conv2D(ngf, 3, padding="same"),
+            layers.BatchNormalization(**bn),
+            layers.LeakyReLU(0.2),
+            layers.Conv2D(channels, 3, padding="same"),
+            layers.BatchNormalization(center=False, scale=False, **bn),
+        ]
+    )

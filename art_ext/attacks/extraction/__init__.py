@@ -1,5 +1,7 @@
 """
-``art_ext.attacks.extraction``, mirroring ``art.attacks.extraction``.
+``art_ext.attacks.extraction``, mirroring ``art.attacks.extraction``: :class:`DataFreeModelExtraction` (DFME).
 """
 
-__all__: list[str] = []
+from art_ext.attacks.extraction.data_free_model_extraction import DataFreeModelExtraction
+
+__all__ = ["DataFreeModelExtraction"]

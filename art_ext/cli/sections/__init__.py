@@ -5,4 +5,4 @@ Every section should finish in well under a minute on 2 CPU cores, and faster wi
 """
 
 #: Section modules in report order.
-SECTIONS = ["baseline", "distillation", "fgsm", "lmt", "vat"]
+SECTIONS = ["baseline", "dfme", "distillation", "fgsm", "lmt", "vat"]

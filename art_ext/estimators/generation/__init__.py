@@ -1,5 +1,8 @@
 """
-``art_ext.estimators.generation``, mirroring ``art.estimators.generation``.
+``art_ext.estimators.generation``, mirroring ``art.estimators.generation``: :class:`PyTorchGenerator`, the PyTorch
+twin of ART's ``TensorFlowV2Generator`` (use ART's class on TensorFlow).
 """
 
-__all__: list[str] = []
+from art_ext.estimators.generation.pytorch import PyTorchGenerator
+
+__all__ = ["PyTorchGenerator"]
