@@ -165,3 +165,23 @@ def rt_polarity_folder():
     if folder is None:
         pytest.skip("rt-polarity not found: set ART_EXT_DATA or place the files in ../shared/data/rt-polarity")
     return folder
+
+
+@pytest.fixture(scope="module")
+def single_thread(framework):
+    """
+    One BLAS and torch thread for a module (``pytestmark = pytest.mark.usefixtures("single_thread")``): on a loaded
+    2-core machine, threads of tiny models spin against each other (measured up to 70x slower).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        if framework != "pytorch":
+            yield
+            return
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(previous)

@@ -12,20 +12,7 @@ from art_ext.models import make_classifier
 N = 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread(framework):
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        if framework != "pytorch":
-            yield
-            return
-        import torch
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny(framework):

@@ -17,21 +17,7 @@ C = 0.1
 RADIUS = 0.1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread(framework):
-    """Torch's and BLAS's threads spin against each other on a shared 2-core machine (up to 70x slower); use one."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        if framework != "pytorch":
-            yield
-            return
-        import torch
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _shape(framework, name="digits_cnn"):

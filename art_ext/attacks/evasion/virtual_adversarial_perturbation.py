@@ -19,6 +19,7 @@ from tqdm.auto import trange
 
 from art_ext.backend import get_backend
 from art_ext.utils.checks import check_finite, check_positive
+from art_ext.utils.outputs import OUTPUT_KINDS, detect_output_kind, log_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -30,39 +31,6 @@ __all__ = [
     "unit_direction",
     "virtual_adversarial_direction",
 ]
-
-OUTPUT_KINDS = ("auto", "logits", "probabilities")
-
-#: Smallest probability passed to the logarithm for probability-output models (float32 keeps 1e-30).
-_PROB_FLOOR = 1e-30
-
-
-def detect_output_kind(outputs: np.ndarray) -> str:
-    """
-    Tell logits from probabilities: rows of non-negative values summing to one are probabilities.
-
-    :param outputs: Model outputs of shape ``(nb_samples, nb_classes)``.
-    :return: ``"probabilities"`` or ``"logits"``.
-    """
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if outputs.ndim != 2 or outputs.shape[1] < 2:
-        raise ValueError(f"Expected classifier outputs of shape (nb_samples, nb_classes), got {outputs.shape}.")
-    if outputs.min() >= 0.0 and outputs.max() <= 1.0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
-        return "probabilities"
-    return "logits"
-
-
-def log_probabilities(ops: Any, outputs: Any, output_kind: str) -> Any:
-    """
-    Log-probabilities of a model's outputs: ``log_softmax`` of logits, or the floored logarithm of probabilities.
-
-    :param ops: The backend.
-    :param outputs: ``(nb_samples, nb_classes)`` logits or probabilities.
-    :param output_kind: ``"logits"`` or ``"probabilities"``.
-    """
-    if output_kind == "logits":
-        return ops.log_softmax(outputs, axis=-1)
-    return ops.log(ops.clip(outputs, _PROB_FLOOR, 1.0))
 
 
 def kl_divergence_log_probs(ops: Any, log_p: Any, log_q: Any, reduce: str = "mean") -> Any:

@@ -20,15 +20,16 @@ from tqdm.auto import trange
 
 from art_ext.backend import get_backend
 from art_ext.utils.checks import check_finite, check_labels, check_positive
+from art_ext.utils.outputs import PROBABILITY_FLOOR
+from art_ext.utils.outputs import check_output_kind as _check_output
+from art_ext.utils.outputs import logits_from_outputs as logits_tensor
+from art_ext.utils.outputs import output_kind_of as infer_output
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DefensiveDistillationTrainer", "infer_output", "logits_numpy", "soft_labels", "train_at_temperature"]
 
 #: Smallest positive normal float32; probabilities are clamped to it before taking their log.
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-
-_OUTPUTS = ("auto", "logits", "probabilities")
 
 
 def _check_classifier(classifier: Any, name: str) -> None:
@@ -38,28 +39,6 @@ def _check_classifier(classifier: Any, name: str) -> None:
         raise TypeError(f"`{name}` must be an ART classifier, got {type(classifier).__name__}.")
 
 
-def _check_output(output: str, name: str = "output") -> None:
-    if output not in _OUTPUTS:
-        raise ValueError(f"`{name}` must be one of {_OUTPUTS}, got {output!r}.")
-
-
-def infer_output(classifier: Any, x: np.ndarray, output: str = "auto", batch_size: int = 128) -> str:
-    """
-    Tell whether an ART classifier returns logits or probabilities.
-
-    :param classifier: An ART classifier.
-    :param x: A few inputs to look at (the first 64 are used).
-    :param output: ``"auto"`` to detect it (non-negative rows summing to 1 are probabilities), or the answer itself.
-    :return: ``"logits"`` or ``"probabilities"``.
-    """
-    _check_output(output)
-    if output != "auto":
-        return output
-    preds = np.asarray(classifier.predict(np.asarray(x[:64], dtype=np.float32), batch_size=batch_size))
-    is_prob = np.all(preds >= 0.0) and np.allclose(preds.sum(axis=1), 1.0, atol=1e-3)
-    return "probabilities" if is_prob else "logits"
-
-
 def logits_numpy(outputs: np.ndarray, output: str) -> np.ndarray:
     """
     Logits from a classifier's outputs: the outputs themselves, or ``log p`` for probability outputs. ``log p`` equals
@@ -67,14 +46,7 @@ def logits_numpy(outputs: np.ndarray, output: str) -> np.ndarray:
     """
     outputs = np.asarray(outputs, dtype=np.float64)
     if output == "probabilities":
-        return np.log(np.maximum(outputs, FLOAT32_TINY))
-    return outputs
-
-
-def logits_tensor(ops: Any, outputs: Any, output: str) -> Any:
-    """:func:`logits_numpy` on backend tensors (differentiable)."""
-    if output == "probabilities":
-        return ops.log(ops.maximum(outputs, FLOAT32_TINY))
+        return np.log(np.maximum(outputs, PROBABILITY_FLOOR))
     return outputs
 
 
