@@ -29,6 +29,7 @@ from art_ext.defences.trainer.defensive_distillation import (
 )
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 from art_ext.utils.markdown import markdown_table
+from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ class GradientMaskingAnalysis:
             x_adv = attack.generate(x, onehot)
             # A minimal-perturbation attack: counted at eps when its perturbation fits in eps.
             dist = _perturbation_norms(x_adv - x, norm)
-            fooled = clf.predict(x_adv, batch_size=bs).argmax(1) != y
+            fooled = predict_in_batches(clf, x_adv, bs).argmax(1) != y
             l2 = _perturbation_norms(x_adv - x, 2.0)
             self.cw_unbounded_ = {
                 "success": float(np.mean(fooled)),
@@ -561,7 +562,7 @@ class GradientMaskingAnalysis:
             cand = x + delta.astype(np.float32)
             if clip is not None:
                 cand = np.clip(cand, clip[0], clip[1])
-            new = (self.classifier.predict(cand, batch_size=self.batch_size).argmax(1) != y) & ~fooled
+            new = (predict_in_batches(self.classifier, cand, self.batch_size).argmax(1) != y) & ~fooled
             best[new] = cand[new]
             fooled |= new
         return best
@@ -576,7 +577,7 @@ class GradientMaskingAnalysis:
                  eps, and the mask of correctly classified inputs.
         """
         output = output or infer_output(self.classifier, x, self.output)
-        correct = self.classifier.predict(x, batch_size=self.batch_size).argmax(1) == y
+        correct = predict_in_batches(self.classifier, x, self.batch_size).argmax(1) == y
         xc, yc = x[correct], y[correct]
         success: dict[str, list[float]] = {}
         max_pert: dict[str, list[float]] = {}
@@ -592,7 +593,7 @@ class GradientMaskingAnalysis:
             except KeyboardInterrupt:
                 logger.warning("Attack battery interrupted at %s; reporting the attacks done so far.", key)
                 break
-            fooled = [self.classifier.predict(a, batch_size=self.batch_size).argmax(1) != yc for a in advs]
+            fooled = [predict_in_batches(self.classifier, a, self.batch_size).argmax(1) != yc for a in advs]
             self.fooled_[key] = fooled
             success[key] = [float(np.mean(f)) for f in fooled]
             max_pert[key] = [float(_perturbation_norms(a - xc, self.norm).max()) for a in advs]
@@ -869,7 +870,7 @@ def temperature_sweep(
                 x_train, y_train_idx, nb_epochs=nb_epochs, batch_size=batch_size
             )
         row: dict[str, Any] = {"model": "normal" if t is None else f"distilled T={t:g}", "temperature": t}
-        preds = clf.predict(x_test, batch_size=batch_size)
+        preds = predict_in_batches(clf, x_test, batch_size)
         row["clean accuracy"] = float(np.mean(preds.argmax(1) == y_test_idx))
         z = np.sort(preds, axis=1)
         row["median logit gap"] = float(np.median(z[:, -1] - z[:, -2]))
@@ -885,13 +886,13 @@ def temperature_sweep(
         )
         xs, ys = analysis._prepare(x_test, y_test_idx)
         output = infer_output(clf, xs)
-        correct = clf.predict(xs, batch_size=batch_size).argmax(1) == ys
+        correct = predict_in_batches(clf, xs, batch_size).argmax(1) == ys
         xc, yc = xs[correct], ys[correct]
         for key in analysis.attacks:
             unbounded = key == "cw_l2"
             (x_adv,) = analysis._run_attack(key, xc, yc, output, eps=[np.inf] if unbounded else [eps])
             label = ATTACKS[key] + (" unbounded" if unbounded else f" @ {eps:g}")
-            row[label] = float(np.mean(clf.predict(x_adv, batch_size=batch_size).argmax(1) != yc))
+            row[label] = float(np.mean(predict_in_batches(clf, x_adv, batch_size).argmax(1) != yc))
         if jsma:
             row.update(_jsma_success(clf, xc, yc, jsma_gamma, random_state, batch_size))
         rows.append(row)
@@ -916,5 +917,5 @@ def _jsma_success(clf: Any, x: np.ndarray, y: np.ndarray, gamma: float, seed: in
         x_adv = SaliencyMapMethod(model, theta=1.0, gamma=gamma, batch_size=batch_size, verbose=False).generate(
             x, onehot
         )
-        out[name] = float(np.mean(clf.predict(x_adv, batch_size=batch_size).argmax(1) == targets))
+        out[name] = float(np.mean(predict_in_batches(clf, x_adv, batch_size).argmax(1) == targets))
     return out

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 from art_ext.utils.markdown import markdown_table
+from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +87,6 @@ class TransferabilityResult:
         return fig
 
 
-def _predicted_classes(classifier: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    # TensorFlowV2Classifier.predict ignores batch_size: batch here.
-    return np.concatenate(
-        [
-            classifier.predict(x[i : i + batch_size], batch_size=batch_size).argmax(1)
-            for i in range(0, len(x), batch_size)
-        ]
-    )
-
-
 def transferability_matrix(
     classifiers: Mapping[str, Any],
     attack: Callable[[Any], Any],
@@ -135,7 +126,7 @@ def transferability_matrix(
     x = check_finite(x, "x").astype(np.float32, copy=False)
     labels = check_labels(y, nb_classes.pop(), n=len(x))
 
-    clean = np.array([np.mean(_predicted_classes(m, x, batch_size) != labels) for m in models])
+    clean = np.array([np.mean(predict_in_batches(m, x, batch_size).argmax(1) != labels) for m in models])
     errors = np.zeros((len(models), len(models)))
     perturbation = np.zeros(len(models))
     attack_name = ""
@@ -147,7 +138,7 @@ def transferability_matrix(
         x_adv = built.generate(x, y=labels if use_labels else None)
         perturbation[i] = float(np.mean(np.abs(x_adv - x).reshape(len(x), -1).max(axis=1)))
         for j, target in enumerate(models):
-            errors[i, j] = np.mean(_predicted_classes(target, x_adv, batch_size) != labels)
+            errors[i, j] = np.mean(predict_in_batches(target, x_adv, batch_size).argmax(1) != labels)
         logger.info("Crafted on %s: error rates %s", names[i], np.round(errors[i], 3).tolist())
     return TransferabilityResult(
         names=names,

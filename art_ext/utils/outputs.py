@@ -59,3 +59,12 @@ def log_probabilities(ops: Any, outputs: Any, output_kind: str) -> Any:
     if output_kind == "logits":
         return ops.log_softmax(outputs, axis=-1)
     return ops.log(ops.clip(outputs, PROBABILITY_FLOOR, 1.0))
+
+
+def predict_in_batches(classifier: Any, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """
+    ``classifier.predict`` over `x` in batches of `batch_size` (``TensorFlowV2Classifier.predict`` ignores its
+    ``batch_size`` and runs the whole input at once).
+    """
+    outputs = [classifier.predict(x[i : i + batch_size], batch_size=batch_size) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs, axis=0)

@@ -45,12 +45,6 @@ def batch_mask(mask: np.ndarray | None, x: np.ndarray, start: int, stop: int) ->
     return mask
 
 
-def predict_labels(estimator: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Model outputs in batches (``TensorFlowV2Classifier.predict`` ignores ``batch_size``)."""
-    outputs = [estimator.predict(x[i : i + batch_size], batch_size=batch_size) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outputs, axis=0)
-
-
 def check_random_state(random_state: Any) -> None:
     if random_state is not None and not isinstance(random_state, (numbers.Integral, np.random.Generator)):
         raise TypeError(f"`random_state` must be None, an int or a numpy Generator, got {random_state!r}.")

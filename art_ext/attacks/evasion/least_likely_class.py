@@ -18,8 +18,9 @@ from art.config import ART_NUMPY_DTYPE
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
-from art_ext.attacks.evasion._fgsm_common import check_flag, check_inputs, check_mask, predict_labels
+from art_ext.attacks.evasion._fgsm_common import check_flag, check_inputs, check_mask
 from art_ext.utils.checks import check_positive
+from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class LeastLikelyClassMethod(EvasionAttack):
         :return: Class indices of shape ``(nb_samples,)``.
         """
         x = check_inputs(self.estimator, x)
-        return predict_labels(self.estimator, x, self.batch_size).argmin(axis=1)
+        return predict_in_batches(self.estimator, x, self.batch_size).argmin(axis=1)
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         """

@@ -25,9 +25,9 @@ from art_ext.attacks.evasion._fgsm_common import (
     check_mask,
     check_random_state,
     make_rng,
-    predict_labels,
 )
 from art_ext.utils.checks import check_labels, check_positive
+from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class RandomFGSM(EvasionAttack):
         if y is None:
             if self.targeted:
                 raise ValueError("`y` (target labels) is required when `targeted=True`.")
-            labels = predict_labels(self.estimator, x, self.batch_size).argmax(axis=1)
+            labels = predict_in_batches(self.estimator, x, self.batch_size).argmax(axis=1)
         else:
             labels = check_labels(y, nb_classes, n=len(x))
         one_hot = np.eye(nb_classes, dtype=ART_NUMPY_DTYPE)[labels]

@@ -9,6 +9,8 @@ import numpy as np
 from art.estimators.generation.generator import GeneratorMixin
 from art.estimators.pytorch import PyTorchEstimator
 
+from art_ext.utils.checks import check_positive
+
 if TYPE_CHECKING:
     import torch
 
@@ -48,10 +50,7 @@ class PyTorchGenerator(GeneratorMixin, PyTorchEstimator):
 
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-        if isinstance(encoding_length, bool) or not isinstance(encoding_length, (int, np.integer)):
-            raise TypeError(f"`encoding_length` must be an integer, got {encoding_length!r}.")
-        if encoding_length <= 0:
-            raise ValueError(f"`encoding_length` must be positive, got {encoding_length}.")
+        check_positive(encoding_length, "encoding_length", integer=True)
         super().__init__(
             model=model,
             clip_values=clip_values,
