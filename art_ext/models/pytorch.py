@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from art_ext.estimators.classification.utils import probability_nll_loss  # noqa: F401 (its old home)
+
 
 def digits_mlp(nb_classes: int = 10, hidden: int = 128) -> Any:
     """MLP for 8x8 digits: Flatten -> Linear(64, hidden) -> ReLU -> Linear(hidden, nb_classes)."""
@@ -47,20 +49,6 @@ def lenet5(nb_classes: int = 10) -> Any:
         nn.ReLU(),
         nn.Linear(84, nb_classes),
     )
-
-
-def probability_nll_loss() -> Any:
-    """Negative log-likelihood of a model that outputs probabilities (``CrossEntropyLoss`` wants logits)."""
-    import torch
-    from torch import nn
-
-    class ProbabilityNLLLoss(nn.Module):
-        def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            if target.dim() == 2:
-                target = target.argmax(dim=1)
-            return nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), target.long())
-
-    return ProbabilityNLLLoss()
 
 
 def _frequencies(vocab_size: int, frequencies: Any) -> Any:

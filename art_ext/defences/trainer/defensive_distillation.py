@@ -217,7 +217,7 @@ class DefensiveDistillationTrainer(Trainer):
         output = infer_output(self.classifier, x, self.output)
 
         if self.teacher is None:
-            from art_ext.models import clone_classifier
+            from art_ext.estimators.classification.utils import clone_classifier
 
             teacher = clone_classifier(self.classifier, reinitialise=True, seed=self.random_state)
             self.history["teacher"] = train_at_temperature(

@@ -7,5 +7,12 @@ from art_ext.estimators.classification.text import (
     TensorFlowV2TextClassifier,
     TextClassifierMixin,
 )
+from art_ext.estimators.classification.utils import clone_classifier, to_probability_classifier
 
-__all__: list[str] = ["PyTorchTextClassifier", "TensorFlowV2TextClassifier", "TextClassifierMixin"]
+__all__: list[str] = [
+    "PyTorchTextClassifier",
+    "TensorFlowV2TextClassifier",
+    "TextClassifierMixin",
+    "clone_classifier",
+    "to_probability_classifier",
+]
