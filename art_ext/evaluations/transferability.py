@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_ext.utils.checks import check_finite, check_labels, check_positive
+from art_ext.utils.checks import (
+    check_clip_values,
+    check_finite,
+    check_flag,
+    check_labels,
+    check_positive,
+    check_sample_shape,
+)
 from art_ext.utils.markdown import markdown_table
 from art_ext.utils.outputs import predict_in_batches
 
@@ -54,6 +61,17 @@ class TransferabilityResult:
         rows: list[list[Any]] = [[name] + [float(v) for v in self.error_rates[i]] for i, name in enumerate(self.names)]
         rows.append(["(clean inputs)"] + [float(v) for v in self.clean_error_rates])
         return markdown_table(headers, rows, floatfmt=floatfmt)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable copy: names, error-rate matrix, clean error rates, sample count, attack, perturbation."""
+        return {
+            "names": list(self.names),
+            "error_rates": np.asarray(self.error_rates, dtype=float).tolist(),
+            "clean_error_rates": np.asarray(self.clean_error_rates, dtype=float).tolist(),
+            "nb_samples": int(self.nb_samples),
+            "attack_name": self.attack_name,
+            "mean_perturbation": np.asarray(self.mean_perturbation, dtype=float).tolist(),
+        }
 
     def plot(self, path: str | None = None, ax: Any = None, title: str | None = None) -> Any:
         """
@@ -123,7 +141,13 @@ def transferability_matrix(
     if not callable(attack):
         raise TypeError("`attack` must be a callable mapping a classifier to an attack, e.g. lambda clf: FGSM(clf).")
     check_positive(batch_size, "batch_size", integer=True)
-    x = check_finite(x, "x").astype(np.float32, copy=False)
+    check_flag(use_labels, "use_labels")
+    check_flag(verbose, "verbose")
+    x = check_finite(x, "x")
+    for model in models:
+        check_sample_shape(x, getattr(model, "input_shape", None))
+        check_clip_values(x, getattr(model, "clip_values", None))
+    x = x.astype(np.float32, copy=False)
     labels = check_labels(y, nb_classes.pop(), n=len(x))
 
     clean = np.array([np.mean(predict_in_batches(m, x, batch_size).argmax(1) != labels) for m in models])

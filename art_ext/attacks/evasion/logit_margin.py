@@ -19,7 +19,14 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
 from art_ext.backend import get_backend
-from art_ext.utils.checks import check_finite, check_flag, check_labels, check_positive, check_sample_shape
+from art_ext.utils.checks import (
+    check_clip_values,
+    check_finite,
+    check_flag,
+    check_labels,
+    check_positive,
+    check_sample_shape,
+)
 from art_ext.utils.outputs import check_output_kind, logits_from_outputs, output_kind_of, predict_in_batches
 
 logger = logging.getLogger(__name__)
@@ -116,6 +123,7 @@ class LogitMarginAttack(EvasionAttack):
         classifier = self.estimator
         x = check_finite(x, "x").astype(np.float32)
         check_sample_shape(x, classifier.input_shape)
+        check_clip_values(x, classifier.clip_values)
         if y is None:
             labels = predict_in_batches(classifier, x, self.batch_size).argmax(axis=1)
         else:

@@ -19,7 +19,7 @@ import numpy as np
 from art.estimators.classification import PyTorchClassifier, TensorFlowV2Classifier
 
 from art_ext.backend import get_backend
-from art_ext.utils.checks import check_finite, check_labels, check_positive
+from art_ext.utils.checks import check_choice, check_finite, check_labels, check_positive, check_random_state
 
 __all__ = ["PyTorchTextClassifier", "TensorFlowV2TextClassifier", "TextClassifierMixin"]
 
@@ -33,7 +33,9 @@ class TextClassifierMixin:
     #: Lets trainers and attacks recognise text classifiers without importing a framework.
     is_text_classifier = True
 
-    def _init_text(self, model: Any, vocab_size: int | None) -> None:
+    def _init_text(self, model: Any, vocab_size: int | None, nb_classes: Any = 2) -> None:
+        if isinstance(nb_classes, bool) or not isinstance(nb_classes, (int, np.integer)) or nb_classes < 2:
+            raise ValueError(f"`nb_classes` must be an int >= 2, got {nb_classes!r}.")
         for method in ("embed", "classify"):
             if not callable(getattr(model, method, None)):
                 raise TypeError(
@@ -59,20 +61,42 @@ class TextClassifierMixin:
         Check token ids: integral, non-negative, below the vocabulary size, shape ``(nb_samples, max_len)``.
 
         :return: int64 ids.
+        :raises ValueError: On non-integral ids, ids outside ``[0, vocab_size)``, a wrong sequence length, or a
+                            non-numeric array.
         """
-        arr = check_finite(x, name)
+        try:
+            arr = check_finite(x, name)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
         if np.issubdtype(arr.dtype, np.floating):
             if not np.all(arr == np.round(arr)):
                 raise ValueError(f"`{name}` must hold integer token ids, got non-integral values.")
         elif not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"`{name}` must hold integer token ids, got dtype {arr.dtype}.")
+            raise ValueError(f"`{name}` must hold integer token ids, got dtype {arr.dtype}.")
         shape = tuple(self.input_shape)
         if arr.shape[1:] != shape:
-            raise ValueError(f"`{name}` must have shape (nb_samples,) + {shape} (token ids), got {arr.shape}.")
-        arr = arr.astype(np.int64)
+            raise ValueError(
+                f"`{name}` must have shape (nb_samples, {shape[0]}) (token ids padded to max_len={shape[0]}), "
+                f"got {arr.shape}."
+            )
         if arr.min() < 0 or (self.vocab_size is not None and arr.max() >= self.vocab_size):
-            raise ValueError(f"`{name}` holds token ids outside [0, {self.vocab_size}).")
-        return arr
+            bound = "vocab_size" if self.vocab_size is None else self.vocab_size
+            raise ValueError(
+                f"`{name}` holds token ids in [{arr.min():g}, {arr.max():g}], outside [0, {bound}) (id 0 is padding)."
+            )
+        return arr.astype(np.int64)
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
+        """
+        Logits for token ids, after :meth:`check_ids` (ART's ``predict`` would index the embedding out of range
+        or floor non-integral ids silently).
+
+        :param x: Token ids ``(nb_samples, max_len)``, integral, in ``[0, vocab_size)``.
+        :param batch_size: Batch size.
+        :return: Logits ``(nb_samples, nb_classes)``.
+        :raises ValueError: On ids that :meth:`check_ids` refuses.
+        """
+        return super().predict(self.check_ids(x), batch_size=batch_size, **kwargs)
 
     # ---------------------------------------------------------------- embedding-space helpers (written once)
     def embeddings(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -165,6 +189,7 @@ class TextClassifierMixin:
 
         x = self.check_ids(x)
         check_positive(eps, "eps")
+        check_random_state(random_state, generator=True)
         check_positive(xi, "xi")
         check_positive(n_power_iterations, "n_power_iterations", integer=True)
         labels = None if y is None else check_labels(y, self.nb_classes, len(x))
@@ -229,7 +254,8 @@ class PyTorchTextClassifier(TextClassifierMixin, PyTorchClassifier):
         :param device_type: ``"gpu"`` (CUDA when present) or ``"cpu"``.
         """
         check_positive(max_len, "max_len", integer=True)
-        self._init_text(model, vocab_size if vocab_size is not None else getattr(model, "vocab_size", None))
+        check_choice(device_type, ("gpu", "cpu"), "device_type")
+        self._init_text(model, vocab_size if vocab_size is not None else getattr(model, "vocab_size", None), nb_classes)
         super().__init__(
             model=model,
             loss=loss,
@@ -280,7 +306,7 @@ class TensorFlowV2TextClassifier(TextClassifierMixin, TensorFlowV2Classifier):
         import tensorflow as tf
 
         check_positive(max_len, "max_len", integer=True)
-        self._init_text(model, vocab_size if vocab_size is not None else getattr(model, "vocab_size", None))
+        self._init_text(model, vocab_size if vocab_size is not None else getattr(model, "vocab_size", None), nb_classes)
         if loss_object is None:
             loss_object = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
         super().__init__(

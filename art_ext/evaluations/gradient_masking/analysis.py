@@ -24,6 +24,7 @@ from art_ext.defences.trainer.defensive_distillation import train_at_temperature
 from art_ext.evaluations.gradient_masking.battery import ATTACKS, cw_at_budgets, noise_attack, perturbation_norms
 from art_ext.evaluations.gradient_masking.report import GradientMaskingReport
 from art_ext.evaluations.gradient_masking.signs import warning_signs
+from art_ext.evaluations.gradient_masking.statistics import gradient_statistics
 from art_ext.utils.checks import (
     check_choice,
     check_classifier,
@@ -35,7 +36,7 @@ from art_ext.utils.checks import (
     check_random_state,
     check_sample_shape,
 )
-from art_ext.utils.outputs import OUTPUT_KINDS, logits_from_outputs, output_kind_of, predict_in_batches
+from art_ext.utils.outputs import OUTPUT_KINDS, output_kind_of, predict_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -196,49 +197,10 @@ class GradientMaskingAnalysis:
     # ------------------------------------------------------------------ gradient statistics
     def gradient_statistics(self, x: np.ndarray, y: np.ndarray, output: str) -> dict:
         """
-        ``||grad_x CE||_2`` as ART's ``loss_gradient`` returns it (what FGSM uses), the share of exactly-zero ones,
-        the share of rows whose float32 softmax has a maximum of exactly 1, and per-input Frobenius norms of the
-        softmax and logit Jacobians with respect to the input.
+        The gradient statistics an attacker sees: see
+        :func:`art_ext.evaluations.gradient_masking.statistics.gradient_statistics`.
         """
-        clf = self.classifier
-        nb_classes = clf.nb_classes
-        onehot = np.eye(nb_classes, dtype=np.float32)[y]
-        grad = np.asarray(clf.loss_gradient(x, onehot), dtype=np.float32).reshape(len(x), -1)
-        grad_norms = np.sqrt((grad.astype(np.float64) ** 2).sum(axis=1))
-        zero_share = float(np.mean(np.all(grad == 0.0, axis=1)))
-
-        ops = get_backend(clf)
-        device = ops.device_of(clf)
-        saturated, jac_soft, jac_logit = [], [], []
-        for start in range(0, len(x), self.batch_size):
-            xb = ops.asarray(x[start : start + self.batch_size], device=device)
-            z = logits_from_outputs(ops, ops.forward(clf, xb), output)
-            p = ops.to_numpy(ops.softmax(z)).astype(np.float32)
-            saturated.append(p.max(axis=1) == np.float32(1.0))
-            soft_sq, logit_sq = 0.0, 0.0
-            for k in range(nb_classes):
-                for kind in ("softmax", "logit"):
-
-                    def fn(xa, k=k, kind=kind):
-                        zz = logits_from_outputs(ops, ops.forward(clf, xa), output)
-                        out = ops.softmax(zz) if kind == "softmax" else zz
-                        return ops.sum(out[:, k])
-
-                    _, (g,) = ops.value_and_grad(fn, [xb])
-                    sq = ops.to_numpy(ops.sum(ops.flatten(g) * ops.flatten(g), axis=1)).astype(np.float64)
-                    if kind == "softmax":
-                        soft_sq = soft_sq + sq
-                    else:
-                        logit_sq = logit_sq + sq
-            jac_soft.append(np.sqrt(soft_sq))
-            jac_logit.append(np.sqrt(logit_sq))
-        return {
-            "grad_norms": grad_norms,
-            "zero_gradient_share": zero_share,
-            "saturated_share": float(np.mean(np.concatenate(saturated))),
-            "softmax_jacobian_norms": np.concatenate(jac_soft),
-            "logit_jacobian_norms": np.concatenate(jac_logit),
-        }
+        return gradient_statistics(self.classifier, x, y, output, self.batch_size)
 
     # ------------------------------------------------------------------ surrogate
     def fit_surrogate(self, x: np.ndarray, y: np.ndarray) -> Any:
