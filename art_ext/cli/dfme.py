@@ -3,97 +3,66 @@
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
 
-import numpy as np
+from art_ext.cli.experiments.dfme import DATASETS, VICTIM_EPOCHS, load_dataset, steal, train_victim
+from art_ext.cli.main import add_common_arguments, add_framework_argument
+from art_ext.cli.options import check_out_dir, non_negative_float, positive_int, status
 
-from art_ext.cli.main import add_framework_argument
+__all__ = ["DATASETS", "add_parser", "load_dataset", "run", "steal", "train_victim"]
 
-#: dataset -> (victim architecture, generator)
-DATASETS = {"digits": ("digits_cnn", "generator_8x8"), "mnist": ("lenet5", "generator_28x28")}
+EXAMPLES = """examples:
+  art-ext dfme --quick
+  art-ext dfme --budget 100000 --out art_ext_report/dfme
+  art-ext dfme --dataset mnist --data /path/to/data --victim-epochs 3
+"""
+
+#: Query budget of ``--quick``.
+QUICK_BUDGET = 20_000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dfme", help="data-free model extraction of a victim trained on digits or MNIST")
-    add_framework_argument(p)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    p.add_argument("--budget", type=int, default=300_000, help="victim queries (default 300000)")
-    p.add_argument("--diversity-weight", type=float, default=None, help="class-diversity weight (0: the paper's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--victim-epochs", type=int, default=None, help="victim training epochs")
-    p.add_argument("--logits", action="store_true", help="let the victim return logits instead of probabilities")
-    p.add_argument("--data", default=None, help="data root for MNIST (default: $ART_EXT_DATA)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
-
-
-def load_dataset(name: str, framework: str, path: str | None = None) -> tuple:
-    """``(x_train, y_train), (x_test, y_test), min, max`` of ``digits`` or ``mnist`` in the framework's layout."""
-    from art_ext.data import load_digits, load_mnist
-
-    channels_first = framework == "pytorch"
-    if name == "digits":
-        return load_digits(channels_first=channels_first)
-    return load_mnist(None if path is None else f"{path}/mnist", channels_first=channels_first)
-
-
-def train_victim(
-    framework: str, dataset: str, data: tuple, epochs: int | None = None, seed: int = 0, probabilities: bool = True
-) -> Any:
-    """A reference victim trained on `data` (``digits_cnn`` for digits, LeNet-5 for MNIST); ``.test_accuracy`` set."""
-    from art_ext.models import ARCHITECTURES, build_model, make_classifier, to_probability_classifier
-
-    architecture = DATASETS[dataset][0]
-    (x_train, y_train), (x_test, y_test), _, _ = data
-    shape = ARCHITECTURES[architecture][0 if framework == "pytorch" else 1]
-    victim = make_classifier(build_model(architecture, framework, seed=seed), input_shape=shape)
-    victim.fit(x_train, y_train, nb_epochs=epochs or (30 if dataset == "digits" else 3), batch_size=64, verbose=False)
-    if probabilities:
-        victim = to_probability_classifier(victim)
-    victim.test_accuracy = float(np.mean(victim.predict(x_test, batch_size=512).argmax(1) == y_test))
-    return victim
-
-
-def steal(
-    victim: Any,
-    framework: str,
-    dataset: str,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    budget: int,
-    seed: int = 0,
-    verbose: bool = True,
-    x_test: np.ndarray | None = None,
-    y_test: np.ndarray | None = None,
-    **attack_kwargs,
-) -> dict:
-    """
-    Run DFME against `victim` with a fresh student of the victim's architecture and the dataset's generator.
-    `x_val`/`y_val` track (and, with ``restore_best``, select) the student; the accuracy reported is measured on
-    `x_test`/`y_test` when given, else on the validation data.
-
-    :return: dict with ``student``, ``attack``, ``student_accuracy``, ``seconds`` and the ``curve`` of
-             ``(queries, validation accuracy)``.
-    """
-    from art_ext.attacks.extraction import DataFreeModelExtraction
-    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
-
-    architecture, generator_name = DATASETS[dataset]
-    shape = ARCHITECTURES[architecture][0 if framework == "pytorch" else 1]
-    student = make_classifier(build_model(architecture, framework, seed=seed + 1), input_shape=shape)
-    generator = make_generator(build_generator(generator_name, framework, seed=seed + 2))
-    attack = DataFreeModelExtraction(
-        victim, generator, max_queries=budget, random_state=seed, verbose=verbose, **attack_kwargs
+    p = sub.add_parser(
+        "dfme",
+        help="data-free model extraction of a victim trained on digits or MNIST",
+        description="Train a victim classifier, then steal it with DataFreeModelExtraction: a generator synthesises "
+        "the queries, the student never sees a training image. Prints victim and student accuracy.",
+        epilog=EXAMPLES,
     )
-    start = time.perf_counter()
-    attack.extract(thieved_classifier=student, x_val=x_val, y_val=y_val)
-    seconds = time.perf_counter() - start
-    x_eval, y_eval = (x_val, y_val) if x_test is None else (x_test, y_test)
-    accuracy = float(np.mean(student.predict(x_eval, batch_size=512).argmax(1) == y_eval))
-    curve = [(r["queries"], r["val_accuracy"]) for r in attack.history if r.get("val_accuracy") is not None]
-    return {"student": student, "attack": attack, "student_accuracy": accuracy, "seconds": seconds, "curve": curve}
+    add_framework_argument(p)
+    p.add_argument(
+        "--dataset", choices=sorted(DATASETS), default="digits", help="victim's training data (default digits)"
+    )
+    p.add_argument(
+        "--budget", type=positive_int, default=300_000, help=f"victim queries (default 300000; --quick {QUICK_BUDGET})"
+    )
+    p.add_argument(
+        "--diversity-weight",
+        type=non_negative_float,
+        default=None,
+        help="weight of the class-diversity term of the generator loss (default: the attack's; 0: the paper's loss)",
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=None, help="queries per generator step (default: the attack's)"
+    )
+    p.add_argument(
+        "--victim-epochs",
+        type=positive_int,
+        default=None,
+        help="victim training epochs, at least 1 (default: "
+        + ", ".join(f"{k} {v}" for k, v in VICTIM_EPOCHS.items())
+        + ")",
+    )
+    p.add_argument("--logits", action="store_true", help="let the victim return logits instead of probabilities")
+    p.add_argument("--data", default=None, help="data root holding mnist/ (default: $ART_EXT_DATA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common_arguments(p)
+    p.set_defaults(run=run, check=check)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Everything that can be checked before training."""
+    if args.out:
+        check_out_dir(args.out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,22 +71,35 @@ def run(args: argparse.Namespace) -> int:
     set_seed(args.seed, args.framework)
     data = load_dataset(args.dataset, args.framework, args.data)
     (x_train, y_train), (x_test, y_test), _, _ = data
+    epochs = args.victim_epochs
+    if args.quick and epochs is None:
+        epochs = max(1, VICTIM_EPOCHS[args.dataset] // 2)
+    if args.quiet:
+        status(f"training the victim ({epochs or VICTIM_EPOCHS[args.dataset]} epochs)")
     victim = train_victim(
-        args.framework, args.dataset, data, args.victim_epochs, seed=args.seed, probabilities=not args.logits
+        args.framework,
+        args.dataset,
+        data,
+        epochs,
+        seed=args.seed,
+        probabilities=not args.logits,
+        verbose=not args.quiet,
     )
     kwargs = {}
     if args.diversity_weight is not None:
         kwargs["diversity_weight"] = args.diversity_weight
     if args.batch_size is not None:
         kwargs["batch_size"] = args.batch_size
+    budget = min(args.budget, QUICK_BUDGET) if args.quick else args.budget
     n_val = 300 if args.dataset == "digits" else 2000  # held-out training images track the student
+    status(f"stealing the victim with DFME ({budget:,} queries)")
     result = steal(
         victim,
         args.framework,
         args.dataset,
         x_train[-n_val:],
         y_train[-n_val:],
-        args.budget,
+        budget,
         args.seed,
         not args.quiet,
         x_test=x_test,
@@ -135,6 +117,21 @@ def run(args: argparse.Namespace) -> int:
         result["seconds"],
         attack.victim_query_seconds / max(result["seconds"], 1e-9),
     ]
-    headers = ["dataset", "framework", "queries", "victim acc", "student acc", "ratio", "seconds", "victim share"]
+    headers = [
+        "dataset",
+        "framework",
+        "queries",
+        "victim acc",
+        "student acc",
+        "ratio",
+        "seconds",
+        "share of time in victim queries",
+    ]
     print(markdown_table(headers, [row], floatfmt=".3f"))
+    if args.out:
+        from art_ext.utils.report import Report
+
+        report = Report(args.out, f"art-ext dfme ({args.dataset}, {args.framework})")
+        report.table(headers, [row], ".3f")
+        print(f"report written to {report.write()}")
     return 0

@@ -9,8 +9,17 @@ import platform
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="print versions, CUDA visibility and the data folders found")
+    p = sub.add_parser(
+        "doctor",
+        help="print versions, CUDA visibility and the data folders found",
+        description="Print the versions of Python, art_ext, ART, numpy, PyTorch and TensorFlow, whether each "
+        "framework sees a GPU, and which data folders (MNIST, rt-polarity) are found.",
+        epilog="examples:\n  art-ext doctor\n  art-ext doctor --data /path/to/data\n",
+    )
     p.add_argument("--data", default=None, help="data root to check (default: $ART_EXT_DATA)")
+    from art_ext.cli.main import add_verbose_argument
+
+    add_verbose_argument(p)
     p.set_defaults(run=run)
 
 

@@ -3,98 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
 
-import numpy as np
+from art_ext.cli.experiments.lmt import DIGITS_RADII, certified_curves, plot_curves, tightness_tables, train_pair
+from art_ext.cli.main import add_common_arguments, add_framework_argument
+from art_ext.cli.options import check_out_dir, positive_float, positive_int, status
 
-from art_ext.cli.main import add_framework_argument
+__all__ = ["DIGITS_RADII", "add_parser", "certified_curves", "plot_curves", "run", "train_pair"]
 
-#: l2 radii at which certified accuracy is reported on the 8x8 digits (pixel values in [0, 1]).
-DIGITS_RADII = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
-
-
-def train_pair(
-    framework: str,
-    digits: tuple,
-    nb_epochs: int = 15,
-    c: float = 0.1,
-    seed: int = 0,
-    standard: Any = None,
-    batch_size: int = 64,
-    verbose: bool = False,
-) -> dict:
-    """
-    A standard and an LMT-trained digits CNN (same architecture and seed).
-
-    :param standard: An already trained standard classifier to reuse (e.g. the demo's cached baseline).
-    :return: ``{"standard": clf, "lmt": clf, "seconds": {"standard": s, "lmt": s}}``.
-    """
-    from art_ext.defences.trainer import LipschitzMarginTrainer
-    from art_ext.models import ARCHITECTURES, build_model, make_classifier
-
-    (x_train, y_train), _, _, _ = digits
-    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
-    seconds = {}
-    if standard is None:
-        standard = make_classifier(build_model("digits_cnn", framework, seed=seed), input_shape=shape)
-        start = time.perf_counter()
-        standard.fit(x_train, y_train, nb_epochs=nb_epochs, batch_size=batch_size, verbose=False)
-        seconds["standard"] = time.perf_counter() - start
-    lmt = make_classifier(build_model("digits_cnn", framework, seed=seed), input_shape=shape)
-    start = time.perf_counter()
-    trainer = LipschitzMarginTrainer(lmt, c=c, warmup_epochs=min(3, nb_epochs), random_state=seed, verbose=verbose)
-    trainer.fit(x_train, y_train, nb_epochs=nb_epochs, batch_size=batch_size)
-    seconds["lmt"] = time.perf_counter() - start
-    return {"standard": standard, "lmt": lmt, "seconds": seconds}
-
-
-def certified_curves(classifiers: dict, x: np.ndarray, y: np.ndarray, radii=DIGITS_RADII) -> tuple[list, dict]:
-    """Table rows ``[name, L, clean, certified@r...]`` and per-classifier ``(sorted radii of correct inputs)``."""
-    from art_ext.estimators.certification import LipschitzCertifier
-
-    rows, radii_of = [], {}
-    for name, clf in classifiers.items():
-        cert = LipschitzCertifier(clf)
-        pred, radius = cert.certify(x)
-        correct = pred == y
-        rows.append(
-            [name, cert.lipschitz_bound(), float(np.median(np.where(correct, radius, 0.0)))]
-            + [float(np.mean(correct & (radius >= r))) for r in radii]
-        )
-        radii_of[name] = np.where(correct, radius, 0.0)
-    return rows, radii_of
-
-
-def plot_curves(radii_of: dict, max_radius: float = 0.4):
-    """Certified accuracy against radius, one line per classifier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = np.linspace(0.0, max_radius, 81)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, radius in radii_of.items():
-        ax.plot(grid, [np.mean(radius >= r) for r in grid], label=name)
-    ax.set_xlabel("l2 radius")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
+EXAMPLES = """examples:
+  art-ext lmt --quick
+  art-ext lmt --epochs 15 --c 0.1 --tightness --out art_ext_report/lmt
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lmt", help="Lipschitz-margin training vs standard training, with sound l2 certificates")
+    p = sub.add_parser(
+        "lmt",
+        help="Lipschitz-margin training vs standard training, with sound l2 certificates",
+        description="Train a digits CNN normally and with Lipschitz-margin training (LMT), certify every test input "
+        "with LipschitzCertifier and print certified accuracy against the l2 radius.",
+        epilog=EXAMPLES,
+    )
     add_framework_argument(p)
-    p.add_argument("--epochs", type=int, default=15, help="training epochs of both nets (default 15)")
-    p.add_argument("--c", type=float, default=0.1, help="LMT target radius c (default 0.1 for the 8x8 digits)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write a report (markdown + PNG) to this folder")
+    p.add_argument("--epochs", type=positive_int, default=15, help="training epochs of both nets (default 15)")
+    p.add_argument("--c", type=positive_float, default=0.1, help="LMT target radius c (default 0.1 for the 8x8 digits)")
     p.add_argument("--tightness", action="store_true", help="also run the certificate tightness analysis")
-    p.add_argument("--quick", action="store_true", help="fewer epochs and inputs")
-    p.set_defaults(run=run)
+    add_common_arguments(p)
+    p.set_defaults(run=run, check=check)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Everything that can be checked before training."""
+    if args.out:
+        check_out_dir(args.out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
     digits = load_digits(channels_first=args.framework == "pytorch")
     _, (x_test, y_test), _, _ = digits
     epochs = min(args.epochs, 6) if args.quick else args.epochs
-    pair = train_pair(args.framework, digits, nb_epochs=epochs, c=args.c, seed=args.seed, verbose=True)
-    classifiers = {"standard": pair["standard"], f"LMT (c={args.c})": pair["lmt"]}
+    pair = train_pair(args.framework, digits, nb_epochs=epochs, c=args.c, seed=args.seed, verbose=True, status=status)
+    classifiers = {"standard": pair["standard"], f"LMT (c={args.c:g})": pair["lmt"]}
+    status("certifying the test inputs")
     rows, radii_of = certified_curves(classifiers, x_test, y_test)
     headers = ["training", "L bound", "median radius", "clean"] + [f"cert. acc. @{r}" for r in DIGITS_RADII[1:]]
-    table = markdown_table(headers, rows, ".3f")
-    print(table)
+    print(markdown_table(headers, rows, ".3f"))
     ratio = pair["seconds"]["lmt"] / pair["seconds"]["standard"]
     print(f"LMT training time / standard training time: {ratio:.2f} ({epochs} epochs, {args.framework})")
     report = None
@@ -122,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
         report.table(headers, rows, ".3f")
         report.figure(plot_curves(radii_of), "lmt_certified_accuracy.png", "Certified accuracy against l2 radius")
     if args.tightness:
-        from art_ext.cli.sections.lmt import tightness_tables
-
         n = 20 if args.quick else 60
+        status(f"certificate tightness on {n} test inputs")
         for name, markdown in tightness_tables(classifiers, x_test[:n], y_test[:n], report, seed=args.seed):
             print(f"\nTightness, {name}:\n{markdown}")
     if report is not None:

@@ -6,3 +6,6 @@ Every section should finish in well under a minute on 2 CPU cores, and faster wi
 
 #: Section modules in report order.
 SECTIONS = ["baseline", "dfme", "distillation", "fgsm", "lmt", "vat"]
+
+#: Other spellings accepted by ``--sections`` (one name per method: ``distillation``).
+SECTION_ALIASES = {"distill": "distillation"}

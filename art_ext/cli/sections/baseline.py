@@ -9,9 +9,6 @@ TITLE = "Baseline: a digits CNN under ART's FGSM and PGD"
 
 
 def run(ctx) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 

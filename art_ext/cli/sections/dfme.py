@@ -8,13 +8,10 @@ TITLE = "Data-free model extraction (DFME) of a digits CNN"
 
 
 def run(ctx) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from art_ext.cli.dfme import steal
-    from art_ext.models import to_probability_classifier
+    from art_ext.cli.experiments.dfme import steal
+    from art_ext.estimators.classification.utils import to_probability_classifier
 
     (_, _), (x_test, y_test), _, _ = ctx.digits
     victim = to_probability_classifier(ctx.train_classifier("digits_cnn", nb_epochs=15 if ctx.quick else 30))
@@ -40,7 +37,7 @@ def run(ctx) -> None:
         "for time."
     )
     ctx.report.table(
-        ["victim accuracy", "student accuracy", "ratio", "queries used", "seconds", "share in victim queries"],
+        ["victim accuracy", "student accuracy", "ratio", "queries used", "seconds", "share of time in victim queries"],
         [
             [
                 victim_acc,

@@ -8,13 +8,24 @@ TITLE = "Defensive distillation (T=100) and gradient masking"
 
 
 def run(ctx) -> None:
-    from art_ext.cli.distill import compare, comparison_figures, train_pair
+    from art_ext.cli.experiments.distillation import compare, comparison_figures, train_pair
 
     temperature = 100.0
     epochs = 8 if ctx.quick else 15
-    normal, distilled = train_pair(ctx.framework, ctx.digits, temperature, epochs, 0.01, "digits_mlp", ctx.seed)
+    normal, distilled = train_pair(
+        ctx.framework,
+        ctx.digits,
+        temperature,
+        epochs,
+        0.01,
+        "digits_mlp",
+        ctx.seed,
+        verbose=ctx.verbose,
+        status=ctx.status,
+    )
     _, (x_test, y_test), _, _ = ctx.digits
     settings = dict(max_samples=50, eps=(0.1, 0.2, 0.3), pgd_steps=5) if ctx.quick else dict(max_samples=100)
+    ctx.status("gradient-masking analysis of both models")
     normal_report, distilled_report = compare(normal, distilled, x_test, y_test, quick=True, seed=ctx.seed, **settings)
 
     def gap(clf):

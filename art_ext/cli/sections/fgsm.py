@@ -14,21 +14,18 @@ EPS = 0.3
 
 
 def run(ctx) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from art.attacks.evasion import FastGradientMethod
     from art.defences.trainer import AdversarialTrainer
 
     from art_ext.attacks.evasion import LeastLikelyClassMethod, RandomFGSM
     from art_ext.evaluations import transferability_matrix
-    from art_ext.models import ARCHITECTURES, build_model, make_classifier
+    from art_ext.models import build_model, input_shape_of, make_classifier
 
     (x_train, y_train), (x_test, y_test), _, _ = ctx.digits
     epochs = 10 if ctx.quick else 30
     normal = ctx.train_classifier("digits_mlp", nb_epochs=2 * epochs)
-    shape = ARCHITECTURES["digits_mlp"][0 if ctx.channels_first else 1]
+    shape = input_shape_of("digits_mlp", ctx.framework)
     robust = make_classifier(build_model("digits_mlp", ctx.framework, seed=ctx.seed + 1), input_shape=shape)
     # Goodfellow et al.'s objective: half clean, half FGSM examples crafted on the current weights.
     AdversarialTrainer(robust, FastGradientMethod(robust, eps=EPS), ratio=0.5).fit(
@@ -51,7 +48,9 @@ def run(ctx) -> None:
         f"Two digits MLPs: one trained normally ({2 * epochs} epochs), one with ART's `AdversarialTrainer` and FGSM at "
         f"eps {EPS} ({epochs} epochs, half of each batch adversarial). "
         f"White-box attacks at eps {EPS} (l-inf) on {n} test images; R+FGSM with alpha = eps / 2; least-likely "
-        "class with 20 steps of 0.02. Attacks use the model's predictions as labels (no label leaking)."
+        "class with 20 steps of 0.02. Every attack, in this table and in the transfer matrices below, uses the "
+        "attacked model's predictions as labels (no label leaking), so the white-box error here is the diagonal "
+        "of the matrices."
     )
     ctx.report.table(
         ["model", "clean error", "FGSM error", "R+FGSM error", "least-likely class reached"], rows, floatfmt=".1%"
@@ -65,8 +64,11 @@ def run(ctx) -> None:
             ("R+FGSM", lambda clf: RandomFGSM(clf, eps=EPS, alpha=EPS / 2, random_state=ctx.seed, verbose=False)),
         ],
     ):
-        result = transferability_matrix(models, make_attack, x, y, verbose=False)
-        ctx.report.text(f"**{label}** examples crafted on each model (rows), error rate on each model (columns):")
+        result = transferability_matrix(models, make_attack, x, y, use_labels=False, verbose=False)
+        ctx.report.text(
+            f"**{label}** examples crafted on each model (rows, the model's predictions as labels), error rate "
+            "against the true labels on each model (columns):"
+        )
         ctx.report.text(result.to_markdown())
         result.plot(ax=ax, title=f"{label}, eps {EPS}: error rate")
     fig.tight_layout()

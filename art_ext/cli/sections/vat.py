@@ -2,70 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 from tqdm.auto import tqdm
+
+from art_ext.cli.experiments.vat import compare_on_digits, labelled_subset  # noqa: F401 (their former home)
 
 TITLE = "Virtual adversarial training: accuracy against the number of labels"
 
 
-def labelled_subset(y: np.ndarray, n_labels: int, seed: int = 0, nb_classes: int = 10) -> np.ndarray:
-    """Indices of a class-balanced labelled subset of `n_labels` examples."""
-    rng = np.random.default_rng(seed)
-    per_class = max(1, n_labels // nb_classes)
-    return np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in range(nb_classes)])
-
-
-def compare_on_digits(
-    framework: str,
-    digits: tuple,
-    n_labels: int,
-    nb_epochs: int = 20,
-    batch_size: int = 256,
-    seed: int = 0,
-    entropy_minimization: bool = False,
-    eps: float | None = None,
-    xi: float | None = None,
-) -> dict:
-    """
-    Train the digits MLP on `n_labels` labels alone and with VAT on the rest as unlabelled data.
-
-    :return: ``{"supervised": accuracy, "vat": accuracy, "eps": ..., "xi": ...}`` on the test split.
-    """
-    from art_ext.defences.trainer import VirtualAdversarialTrainer
-    from art_ext.models import ARCHITECTURES, build_model, make_classifier
-
-    (x_train, y_train), (x_test, y_test), _, _ = digits
-    idx = labelled_subset(y_train, n_labels, seed)
-    shape = ARCHITECTURES["digits_mlp"][0 if framework == "pytorch" else 1]
-    result = {}
-    for name, alpha in (("supervised", 0.0), ("vat", 1.0)):
-        clf = make_classifier(build_model("digits_mlp", framework, seed=seed), input_shape=shape, learning_rate=0.01)
-        trainer = VirtualAdversarialTrainer(
-            clf,
-            eps=eps,
-            xi=xi,
-            alpha=alpha,
-            entropy_minimization=entropy_minimization and alpha > 0,
-            random_state=seed,
-            verbose=False,
-        )
-        trainer.fit(
-            x_train[idx],
-            y_train[idx],
-            x_unlabeled=x_train,
-            nb_epochs=nb_epochs,
-            batch_size=batch_size,
-            labeled_batch_size=32,
-        )
-        result[name] = float(np.mean(clf.predict(x_test).argmax(1) == y_test))
-        result["eps"], result["xi"] = trainer.eps_, trainer.xi_
-    return result
-
-
 def run(ctx) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     label_counts = [50] if ctx.quick else [20, 50, 100]
