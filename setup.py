@@ -11,9 +11,11 @@ with open(os.path.join(here, "README.md"), encoding="utf-8") as f:
     long_description = f.read()
 
 # torch and TensorFlow are extras, never hard requirements; CI pins torch through .ci/constraints.txt.
+# [tensorflow] pulls the full TensorFlow (CUDA support on Linux); [tensorflow-cpu] the CPU-only build that CI tests.
 extras = {
     "torch": ["torch>=2.1"],
     "tensorflow": ["tensorflow>=2.16"],
+    "tensorflow-cpu": ["tensorflow-cpu>=2.16"],
     "docs": ["sphinx>=7"],
     "test": ["pytest>=7", "nbmake>=1.5", "ipykernel"],
 }

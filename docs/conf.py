@@ -15,6 +15,8 @@ version = release = __version__
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "sphinx.ext.mathjax"]
 autodoc_default_options = {"members": True, "show-inheritance": True, "member-order": "bysource"}
 autodoc_typehints = "description"
+# Constructor parameters are documented in ``__init__`` (ART's style): render them under the class.
+autoclass_content = "both"
 # The docs build without torch or tensorflow: art_ext imports them lazily.
 autodoc_mock_imports = ["torch", "tensorflow", "keras"]
 nitpicky = False
