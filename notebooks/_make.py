@@ -6,6 +6,13 @@ import nbformat
 
 
 def write(path, cells):
+    """
+    Write a notebook from cell sources (``"md:..."`` for markdown). Plots must show in Jupyter: no cell may pick a
+    matplotlib backend (CI sets ``MPLBACKEND=Agg`` itself).
+    """
+    for src in cells:
+        if "matplotlib.use(" in src:
+            raise ValueError(f"{path}: a cell calls matplotlib.use(); leave the backend to Jupyter (CI sets MPLBACKEND).")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
