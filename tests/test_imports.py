@@ -36,3 +36,33 @@ def test_subpackages_export_what_they_declare():
         module = importlib.import_module(name)
         for exported in getattr(module, "__all__", []):
             assert hasattr(module, exported), f"{name} declares {exported} but lacks it"
+
+
+def _imports_of(module_name):
+    """Names of the art_ext modules a module imports (anywhere in it, functions included)."""
+    import ast
+
+    module = importlib.import_module(module_name)
+    tree = ast.parse(open(module.__file__, encoding="utf-8").read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("art_ext"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("art_ext"))
+    return found
+
+
+def test_layers_point_one_way():
+    """The library never imports art_ext.models; demo sections never import a command module (no CLI circle)."""
+    names = [m.name for m in pkgutil.walk_packages(art_ext.__path__, "art_ext.")]
+    for name in names:
+        if name.startswith(("art_ext.models", "art_ext.cli")):
+            continue
+        bad = [m for m in _imports_of(name) if m == "art_ext.models" or m.startswith("art_ext.models.")]
+        assert not bad, f"{name} imports {bad}: the library must not depend on art_ext.models"
+    commands = {f"art_ext.cli.{c}" for c in ("demo", "dfme", "distill", "distillation", "lmt", "vat")}
+    for name in names:
+        if name.startswith(("art_ext.cli.sections", "art_ext.cli.experiments")):
+            bad = _imports_of(name) & commands
+            assert not bad, f"{name} imports the command module(s) {bad}; use art_ext.cli.experiments"
