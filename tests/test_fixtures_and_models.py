@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from art_ext.backend import framework_of, get_backend
-from art_ext.models import ARCHITECTURES, build_model, make_classifier
+from art_ext.models import (
+    ARCHITECTURES,
+    build_model,
+    clone_classifier,
+    input_shape_of,
+    make_classifier,
+    to_probability_classifier,
+)
 
 
 def test_fixture_classifiers_are_accurate(digits_mlp_classifier, digits_cnn_classifier, framework):
@@ -25,7 +32,7 @@ def test_probability_variant_shares_weights(digits, digits_cnn_classifier, digit
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_architectures_have_the_same_shapes_in_both_frameworks(name, framework):
     model = build_model(name, framework, seed=0)
-    shape = ARCHITECTURES[name][0 if framework == "pytorch" else 1]
+    shape = input_shape_of(name, framework)
     ops = get_backend(framework)
     x = ops.asarray(np.zeros((2,) + shape, np.float32))
     out = ops.call_model(model, x)
@@ -54,9 +61,24 @@ def test_build_model_is_seeded(framework):
 @pytest.mark.gpu
 def test_classifier_trains_on_cuda(framework, digits):
     (x_train, y_train), (x_test, y_test), _, _ = digits
-    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
+    shape = input_shape_of("digits_cnn", framework)
     clf = make_classifier(build_model("digits_cnn", framework, seed=0), input_shape=shape)
     if framework == "pytorch":
         assert clf.device.type == "cuda"
     clf.fit(x_train, y_train, nb_epochs=10, batch_size=64)
     assert np.mean(clf.predict(x_test).argmax(1) == y_test) > 0.9
+
+
+def test_classifier_helpers_live_with_the_estimators(framework, digits_mlp_classifier, digits):
+    """clone_classifier / to_probability_classifier: same objects from both homes, and they behave."""
+    from art_ext.estimators import classification
+
+    assert classification.clone_classifier is clone_classifier
+    assert classification.to_probability_classifier is to_probability_classifier
+    x = digits[1][0][:20]
+    copy = clone_classifier(digits_mlp_classifier, reinitialise=False)
+    np.testing.assert_allclose(copy.predict(x), digits_mlp_classifier.predict(x), rtol=1e-5, atol=1e-5)
+    fresh = clone_classifier(digits_mlp_classifier, reinitialise=True, seed=1)
+    assert not np.allclose(fresh.predict(x), digits_mlp_classifier.predict(x))
+    probs = to_probability_classifier(digits_mlp_classifier).predict(x)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
