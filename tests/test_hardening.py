@@ -174,3 +174,36 @@ def test_logit_margin_attack_is_an_art_evasion_attack(framework, mlp):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="norm"):
             LogitMarginAttack(mlp, norm="l1")
+
+
+def test_gradient_masking_interrupt_is_visible_and_optional(digits_mlp_classifier, digits, monkeypatch):
+    from art_ext.evaluations import GradientMaskingAnalysis
+
+    _, (x_test, y_test), _, _ = digits
+    settings = dict(eps=0.1, attacks=["fgsm_ce", "noise"], max_samples=20, verbose=False, random_state=0)
+    analysis = GradientMaskingAnalysis(digits_mlp_classifier, **settings)
+    original = analysis.run_attack
+
+    def interrupted(key, *args, **kwargs):
+        if key == "noise":
+            raise KeyboardInterrupt
+        return original(key, *args, **kwargs)
+
+    monkeypatch.setattr(analysis, "run_attack", interrupted)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        report = analysis.analyse(x_test, y_test)
+    assert report.interrupted and list(report.success) == ["fgsm_ce"] and report.to_dict()["interrupted"]
+    assert "Interrupted" in report.to_markdown()
+
+    strict = GradientMaskingAnalysis(digits_mlp_classifier, catch_interrupt=False, **settings)
+    monkeypatch.setattr(strict, "run_attack", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        strict.analyse(x_test, y_test)
+
+
+def test_set_seed_checks_its_seed():
+    from art_ext.utils.seed import set_seed
+
+    with pytest.raises(ValueError, match="`seed`"):
+        set_seed("0")
+    set_seed(None)

@@ -14,7 +14,11 @@ def set_seed(seed: int | None, framework: str | None = None) -> None:
 
     :param seed: The seed; ``None`` does nothing.
     :param framework: ``"pytorch"`` or ``"tensorflow"`` to seed that one even if not imported yet.
+    :raises ValueError: When `seed` is not ``None`` or a non-negative int.
     """
+    from art_ext.utils.checks import check_random_state
+
+    check_random_state(seed, "seed")
     if seed is None:
         return
     random.seed(seed)
