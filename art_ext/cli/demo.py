@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
     )
     add_common_arguments(p)
-    p.set_defaults(run=run, check=check)
+    p.set_defaults(run=run, validate_args=check)
 
 
 def _sections(text: str) -> list[str]:

@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="data root holding mnist/ (default: $ART_EXT_DATA)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common_arguments(p)
-    p.set_defaults(run=run, check=check)
+    p.set_defaults(run=run, validate_args=check)
 
 
 def check(args: argparse.Namespace) -> None:

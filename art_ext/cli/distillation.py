@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also distil at these comma-separated temperatures and tabulate (e.g. 1,10,100)",
     )
     add_common_arguments(p)
-    p.set_defaults(run=run, check=check, command="distillation")
+    p.set_defaults(run=run, validate_args=check)
 
 
 def check(args: argparse.Namespace) -> None:

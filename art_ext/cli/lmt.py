@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--c", type=positive_float, default=0.1, help="LMT target radius c (default 0.1 for the 8x8 digits)")
     p.add_argument("--tightness", action="store_true", help="also run the certificate tightness analysis")
     add_common_arguments(p)
-    p.set_defaults(run=run, check=check)
+    p.set_defaults(run=run, validate_args=check)
 
 
 def check(args: argparse.Namespace) -> None:

@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             args.framework = default_framework()
         if getattr(args, "framework", None) == "tensorflow" or args.command == "doctor":
             quiet_tensorflow(verbose)
-        if getattr(args, "check", None) is not None:
-            args.check(args)
+        if getattr(args, "validate_args", None) is not None:  # checks before anything is trained
+            args.validate_args(args)
         return int(args.run(args) or 0)
     except CommandError as error:
         if verbose:

@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--entmin", action="store_true", help="add entropy minimisation (VAT+EntMin)")
     p.add_argument("--text", action="store_true", help="run baseline/AT/VAT on the built-in synthetic text corpus")
     add_common_arguments(p)
-    p.set_defaults(run=run, check=check)
+    p.set_defaults(run=run, validate_args=check)
 
 
 def check(args: argparse.Namespace) -> None:
