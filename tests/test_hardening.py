@@ -119,6 +119,7 @@ def test_transferability_checks_x_shape_and_range(framework, mlp):
         ({"norm": 1}, "norm"),
         ({"attacks": ["fgsm"]}, "attacks"),
         ({"eps": "0.1"}, "eps"),
+        ({"eps": "5"}, "eps"),
     ],
 )
 def test_gradient_masking_options_checked_at_construction(mlp, kwargs, name):

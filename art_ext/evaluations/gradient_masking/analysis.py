@@ -111,8 +111,10 @@ class GradientMaskingAnalysis:
         self.norm = norm_value(norm)
         if eps is None:
             eps = (0.05, 0.1, 0.2, 0.3) if self.norm == np.inf else (0.5, 1.0, 2.0, 3.0)
-        if isinstance(eps, numbers.Real):
+        if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
             eps = (eps,)
+        if isinstance(eps, (str, bytes, bool)):
+            raise ValueError(f"`eps` must be a number or a sequence of numbers, got {eps!r}.")
         try:
             self.eps = [float(e) for e in eps]
         except (TypeError, ValueError):
