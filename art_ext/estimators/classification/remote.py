@@ -88,7 +88,6 @@ class RemoteClassifier(BlackBoxClassifier):
     """
 
     estimator_params = Classifier.estimator_params + [
-        "nb_classes",
         "input_shape",
         "url",
         "batch_size",
@@ -193,6 +192,10 @@ class RemoteClassifier(BlackBoxClassifier):
         :return: The decoded JSON object.
         """
         return _get_json(self.url, "/stats", self.timeout, self.headers)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.estimator_params if k not in ("headers",))
+        return f"{type(self).__name__}({params})"
 
     def reset_counters(self) -> None:
         """Set ``queries_sent``, ``queries_answered``, ``requests_sent`` and ``retries`` to zero."""

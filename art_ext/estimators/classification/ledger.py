@@ -1,0 +1,436 @@
+"""
+A write-ahead query ledger on disk, and :class:`LedgerClassifier`, a victim wrapper whose every query goes through it.
+
+Every batch is recorded as *sent* (with the SHA-256 of its inputs, flushed and fsynced) before it leaves, and as
+*answered*, with its answers, when they return. The ledger is the source of truth for the budget: inputs of every
+attempt that left count as spent, answered or not (the victim may have answered a request whose response was lost),
+except attempts the endpoint refused with an HTTP error status other than 502/504 (it answered nothing). A batch is
+only sent when the spent count stays within ``max_queries``, so after any crash, ``kill -9`` or Ctrl-C the victim has
+answered at most ``max_queries`` inputs and the ledger's ``queries_used`` is at least what it answered.
+
+On resume, answered batches are served again from the ledger, each at most once, when the same inputs are asked
+again (matched by hash): a seeded attack restarted from the beginning, or from its own checkpoint, replays what it
+already paid for and pays only for what it never received.
+
+Layout of ``ledger_dir``: ``ledger.jsonl`` (one JSON event a line, appended), ``answers.bin`` (answers, raw float32,
+appended; events point into it with an offset and a checksum) and ``lock`` (held while a process uses the ledger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import defaultdict, deque
+from typing import Any
+
+import numpy as np
+from art.estimators.classification.blackbox import BlackBoxClassifier
+from art.estimators.classification.classifier import Classifier, ClassifierMixin
+
+from art_ext.estimators.classification.remote import RemoteClassifier, RequestCallbacks
+from art_ext.utils.checks import check_finite, check_positive
+
+__all__ = ["LedgerClassifier", "QueryBudgetExceededError", "QueryLedger"]
+
+logger = logging.getLogger(__name__)
+
+_EVENTS, _ANSWERS, _LOCK = "ledger.jsonl", "answers.bin", "lock"
+#: Statuses after which the endpoint may still have computed an answer (a gateway lost it): never refunded.
+_NOT_REFUNDED = frozenset({502, 504})
+
+
+class QueryBudgetExceededError(RuntimeError):
+    """Raised before a batch would take the ledger's spent queries above ``max_queries``; nothing was sent."""
+
+
+def inputs_digest(x: np.ndarray) -> str:
+    """SHA-256 of a float32 batch (shape and bytes), the key of the ledger's replay."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return hashlib.sha256(repr(tuple(x.shape)).encode() + x.tobytes()).hexdigest()
+
+
+class QueryLedger:
+    """
+    The on-disk log (see the module documentation). Thread-safe; one process at a time per folder.
+
+    :param ledger_dir: Folder of the ledger (created if needed).
+    :param resume: Continue the ledger found in `ledger_dir`; without it, a folder that already holds one is refused.
+    :param header: JSON-serialisable description of the victim written at creation (``input_shape``, ``nb_classes``)
+                   and compared on resume.
+    """
+
+    def __init__(self, ledger_dir: str, resume: bool = False, header: dict[str, Any] | None = None) -> None:
+        if not isinstance(ledger_dir, (str, os.PathLike)):
+            raise TypeError(f"`ledger_dir` must be a path, got {ledger_dir!r}.")
+        self.ledger_dir = os.fspath(ledger_dir)
+        self.header = dict(header or {})
+        self._lock = threading.Lock()
+        self.spent = 0  # inputs of every attempt that left, minus refused ones
+        self.answered = 0  # inputs whose answers are in the ledger
+        self.replayed = 0  # inputs served from the ledger in this session
+        self._replay: dict[str, deque] = defaultdict(deque)
+        self._next_batch = 0
+        os.makedirs(self.ledger_dir, exist_ok=True)
+        self._lock_file = _acquire_lock(os.path.join(self.ledger_dir, _LOCK))
+        events_path = os.path.join(self.ledger_dir, _EVENTS)
+        exists = os.path.isfile(events_path) and os.path.getsize(events_path) > 0
+        if exists and not resume:
+            self.close()
+            raise ValueError(
+                f"`ledger_dir` {self.ledger_dir!r} already holds a query ledger: pass resume=True to continue it, "
+                "or give an empty folder."
+            )
+        try:
+            if exists:
+                self._load(events_path)
+            self._events = open(events_path, "ab")  # noqa: SIM115 (kept open for appends)
+            self._answers = open(os.path.join(self.ledger_dir, _ANSWERS), "ab")  # noqa: SIM115
+            if os.path.getsize(events_path) == 0:
+                self._append({"event": "open", "version": 1, **self.header})
+                _fsync_dir(self.ledger_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, events_path: str) -> None:
+        with open(events_path, "rb") as f:
+            raw = f.read()
+        end = raw.rfind(b"\n") + 1
+        if end < len(raw):  # a line torn by a crash: its write never completed, so what it announced never happened
+            logger.warning("Query ledger: dropping a torn last line (%d bytes).", len(raw) - end)
+            with open(events_path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+        answers_path = os.path.join(self.ledger_dir, _ANSWERS)
+        answers = open(answers_path, "rb") if os.path.isfile(answers_path) else None  # noqa: SIM115
+        sent: dict[tuple[int, int], int] = {}
+        try:
+            for number, line in enumerate(raw[:end].splitlines(), 1):
+                try:
+                    ev = json.loads(line)
+                except ValueError as err:
+                    raise ValueError(f"Query ledger {events_path!r} is corrupt at line {number}: {err}") from err
+                kind = ev.get("event")
+                if kind == "open":
+                    self._check_header(ev)
+                elif kind == "sent":
+                    sent[(ev["batch"], ev["attempt"])] = ev["n"]
+                    self.spent += ev["n"]
+                    self._next_batch = max(self._next_batch, ev["batch"] + 1)
+                elif kind == "refused":
+                    self.spent -= sent.pop((ev["batch"], ev["attempt"]), 0)
+                elif kind == "answered":
+                    if answers is None or not self._verify(answers, ev):
+                        logger.warning("Query ledger: answers of batch %d unreadable; counted as spent.", ev["batch"])
+                        continue
+                    self.answered += ev["shape"][0]
+                    self._replay[ev["inputs"]].append(ev)
+        finally:
+            if answers is not None:
+                answers.close()
+        logger.info(
+            "Query ledger %s resumed: %d queries spent, %d answered and replayable.",
+            self.ledger_dir,
+            self.spent,
+            self.answered,
+        )
+
+    def _check_header(self, ev: dict[str, Any]) -> None:
+        for key, value in self.header.items():
+            if key in ev and ev[key] != value:
+                raise ValueError(
+                    f"The query ledger in {self.ledger_dir!r} was written for {key}={ev[key]!r}, not {value!r}: "
+                    "resume it with the same victim or give another folder."
+                )
+
+    @staticmethod
+    def _verify(answers, ev: dict[str, Any]) -> bool:
+        answers.seek(ev["offset"])
+        data = answers.read(ev["nbytes"])
+        return len(data) == ev["nbytes"] and hashlib.sha256(data).hexdigest() == ev["sha256"]
+
+    # ------------------------------------------------------------------ writing
+    def _append(self, event: dict[str, Any]) -> None:
+        self._events.write(json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._events.flush()
+        os.fsync(self._events.fileno())
+
+    def new_batches(self, count: int) -> list[int]:
+        """Reserve `count` fresh batch numbers."""
+        with self._lock:
+            first, self._next_batch = self._next_batch, self._next_batch + count
+        return list(range(first, first + count))
+
+    def record_sent(self, batch: int, digest: str, n: int, attempt: int, max_queries: int) -> None:
+        """
+        Write that an attempt of `n` inputs is about to leave (fsynced), or raise if it would exceed `max_queries`.
+
+        :raises QueryBudgetExceededError: When ``spent + n > max_queries``; nothing is written.
+        """
+        with self._lock:
+            if self.spent + n > max_queries:
+                raise QueryBudgetExceededError(
+                    f"Sending {n} more queries would exceed `max_queries`={max_queries}: {self.spent} are already "
+                    f"spent according to the query ledger in {self.ledger_dir!r}."
+                )
+            self._append({"event": "sent", "batch": batch, "attempt": attempt, "n": n, "inputs": digest})
+            self.spent += n
+
+    def record_refused(self, batch: int, n: int, attempt: int, status: int) -> None:
+        """Write that the endpoint refused an attempt with HTTP `status`; refunded unless a gateway status."""
+        if status in _NOT_REFUNDED:
+            return
+        with self._lock:
+            self._append({"event": "refused", "batch": batch, "attempt": attempt, "status": status})
+            self.spent -= n
+
+    def record_answered(self, batch: int, digest: str, outputs: np.ndarray) -> None:
+        """Append the answers (fsynced), then the event pointing at them (fsynced)."""
+        data = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
+        with self._lock:
+            self._answers.seek(0, os.SEEK_END)
+            offset = self._answers.tell()
+            self._answers.write(data)
+            self._answers.flush()
+            os.fsync(self._answers.fileno())
+            self._append(
+                {
+                    "event": "answered",
+                    "batch": batch,
+                    "inputs": digest,
+                    "shape": list(outputs.shape),
+                    "offset": offset,
+                    "nbytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
+            self.answered += len(outputs)
+
+    # ------------------------------------------------------------------ replay
+    def replayable(self, digest: str) -> int:
+        """How many answered batches with these inputs are left to replay."""
+        with self._lock:
+            return len(self._replay.get(digest, ()))
+
+    def replay(self, digest: str) -> np.ndarray | None:
+        """Take (once) the recorded answers of a batch with these inputs, or ``None``."""
+        with self._lock:
+            queue = self._replay.get(digest)
+            if not queue:
+                return None
+            ev = queue.popleft()
+            with open(os.path.join(self.ledger_dir, _ANSWERS), "rb") as f:
+                f.seek(ev["offset"])
+                data = f.read(ev["nbytes"])
+            self.replayed += ev["shape"][0]
+        return np.frombuffer(data, dtype="<f4").reshape(ev["shape"]).astype(np.float32)
+
+    def close(self) -> None:
+        """Close the files and release the folder."""
+        for name in ("_events", "_answers", "_lock_file"):
+            f = getattr(self, name, None)
+            if f is not None:
+                f.close()
+                setattr(self, name, None)
+
+
+def _acquire_lock(path: str):
+    f = open(path, "a+b")  # noqa: SIM115
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows: no advisory lock)
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        f.close()
+        raise RuntimeError(f"The query ledger in {os.path.dirname(path)!r} is in use by another process.") from err
+    return f
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class LedgerClassifier(BlackBoxClassifier):
+    """
+    Wraps a victim classifier so that every query goes through a :class:`QueryLedger` and the total stays within
+    ``max_queries`` across crashes and resumes. Any art_ext attack (or any code) that only calls ``predict`` can use
+    it: hand the wrapper to the attack in place of the victim. A :class:`RemoteClassifier` victim keeps its
+    concurrency, retries and rate limit, and every HTTP attempt is written ahead; any other ART classifier is queried
+    one batch at a time.
+
+    ``queries_used``: inputs spent according to the ledger (previous sessions included); ``queries_replayed``: inputs
+    served from the ledger in this session; ``queries_remaining``: ``max_queries - queries_used``.
+    """
+
+    estimator_params = Classifier.estimator_params + ["input_shape", "max_queries", "batch_size"]
+
+    def __init__(
+        self,
+        classifier: Any,
+        ledger_dir: str,
+        max_queries: int,
+        resume: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
+        """
+        :param classifier: The victim: any ART classifier (only its ``predict`` is called).
+        :param ledger_dir: Folder of the ledger.
+        :param max_queries: Most inputs the victim may be asked, over every session of this ledger.
+        :param resume: Continue the ledger in `ledger_dir` (its answered batches are replayed, its spent queries
+                       counted); without it, a folder that already holds a ledger is refused.
+        :param batch_size: Inputs per recorded batch, ``None`` for the `batch_size` given to :meth:`predict`. A
+                           :class:`RemoteClassifier` victim's own ``batch_size``, when set, takes precedence (one
+                           recorded batch is one HTTP request).
+        """
+        if not isinstance(classifier, ClassifierMixin) or not callable(getattr(classifier, "predict", None)):
+            raise TypeError(f"`classifier` must be an ART classifier, got {type(classifier).__name__}.")
+        super().__init__(
+            predict_fn=self._predict_one,
+            input_shape=tuple(classifier.input_shape),
+            nb_classes=classifier.nb_classes,
+            clip_values=classifier.clip_values,
+        )
+        self.classifier = classifier
+        self.max_queries = max_queries
+        self.batch_size = batch_size
+        if hasattr(classifier, "channels_first"):  # lets attacks see the victim's layout (e.g. DFME's transposition)
+            self.channels_first = classifier.channels_first
+        self._check_params()
+        header = {"input_shape": list(self.input_shape), "nb_classes": int(self.nb_classes)}
+        self.ledger = QueryLedger(ledger_dir, resume=resume, header=header)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_positive(self.max_queries, "max_queries", integer=True)
+        if self.batch_size is not None:
+            check_positive(self.batch_size, "batch_size", integer=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(classifier={self.classifier!r}, ledger_dir={self.ledger.ledger_dir!r}, "
+            f"max_queries={self.max_queries!r}, batch_size={self.batch_size!r}, queries_used={self.queries_used})"
+        )
+
+    @property
+    def queries_used(self) -> int:
+        """Inputs spent according to the ledger, every session included (never below what the victim answered)."""
+        return self.ledger.spent
+
+    @property
+    def queries_remaining(self) -> int:
+        """Inputs that may still be sent."""
+        return max(0, self.max_queries - self.ledger.spent)
+
+    @property
+    def queries_replayed(self) -> int:
+        """Inputs served from the ledger (not sent) in this session."""
+        return self.ledger.replayed
+
+    @property
+    def queries_unanswered(self) -> int:
+        """Inputs spent without answers in the ledger (lost responses, failed retries, a crash mid-request)."""
+        return self.ledger.spent - self.ledger.answered
+
+    def close(self) -> None:
+        """Release the ledger folder (another process may then resume it)."""
+        self.ledger.close()
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
+        """
+        Answers of the victim, from the ledger where it already holds them, else asked (and recorded).
+
+        :param x: Inputs ``(nb_samples, *input_shape)``.
+        :param batch_size: Inputs per recorded batch when neither the constructor's nor the victim's is set.
+        :return: Scores ``(nb_samples, nb_classes)``, float32.
+        :raises QueryBudgetExceededError: Before anything is sent, when the batches not in the ledger would exceed
+                                          ``max_queries``; or before a retry that would.
+        """
+        if x is None or not hasattr(x, "shape") or tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"`x` must have shape (nb_samples, *{tuple(self.input_shape)}).")
+        if len(x) == 0:
+            return np.zeros((0, self.nb_classes), dtype=np.float32)
+        x = np.ascontiguousarray(check_finite(x, "x"), dtype=np.float32)
+        remote = isinstance(self.classifier, RemoteClassifier)
+        # A remote victim's own request size wins, so that every recorded batch is exactly one HTTP request.
+        size = (self.classifier.batch_size if remote else None) or self.batch_size or batch_size
+        check_positive(size, "batch_size", integer=True)
+        chunks = [x[i : i + size] for i in range(0, len(x), size)]
+        digests = [inputs_digest(c) for c in chunks]
+        # What the ledger can serve, counted without taking it, so that a refusal leaves the ledger untouched.
+        available = {d: self.ledger.replayable(d) for d in set(digests)}
+        todo = []
+        for i, d in enumerate(digests):
+            if available[d] > 0:
+                available[d] -= 1
+            else:
+                todo.append(i)
+        cost = sum(len(chunks[i]) for i in todo)
+        if cost > self.queries_remaining:
+            raise QueryBudgetExceededError(
+                f"{cost} queries are needed but only {self.queries_remaining} remain of `max_queries`="
+                f"{self.max_queries} ({self.queries_used} spent according to the ledger in "
+                f"{self.ledger.ledger_dir!r}); nothing was sent."
+            )
+        todo_set = set(todo)
+        results: list[np.ndarray | None] = [
+            None if i in todo_set else self.ledger.replay(d) for i, d in enumerate(digests)
+        ]
+        if todo:
+            batches = self.ledger.new_batches(len(todo))
+            hooks = _LedgerHooks(self, [(batches[k], digests[i]) for k, i in enumerate(todo)])
+            if remote:
+                out = self.classifier.predict(
+                    np.concatenate([chunks[i] for i in todo]), batch_size=size, callbacks=hooks
+                )
+                for k, i in enumerate(todo):
+                    results[i] = out[k * size : k * size + len(chunks[i])]
+            else:
+                for k, i in enumerate(todo):
+                    hooks.before_send(k, len(chunks[i]), 0)
+                    out = self._ask(chunks[i])
+                    hooks.after_answer(k, out)
+                    results[i] = out
+        return np.concatenate(results, axis=0)
+
+    def _ask(self, chunk: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.classifier.predict(chunk, batch_size=len(chunk)), dtype=np.float32)
+        if out.shape != (len(chunk), self.nb_classes):
+            raise ValueError(f"The victim answered shape {out.shape}, expected {(len(chunk), self.nb_classes)}.")
+        return out
+
+    def _predict_one(self, x: np.ndarray) -> np.ndarray:
+        return self.predict(x, batch_size=len(x))
+
+
+class _LedgerHooks(RequestCallbacks):
+    """Writes ahead every attempt of one :meth:`LedgerClassifier.predict` call (``index`` -> batch number, digest)."""
+
+    def __init__(self, owner: LedgerClassifier, batches: list[tuple[int, str]]) -> None:
+        self.owner = owner
+        self.batches = batches
+
+    def before_send(self, index: int, n: int, attempt: int) -> None:
+        batch, digest = self.batches[index]
+        self.owner.ledger.record_sent(batch, digest, n, attempt, self.owner.max_queries)
+
+    def after_refusal(self, index: int, n: int, attempt: int, status: int) -> None:
+        self.owner.ledger.record_refused(self.batches[index][0], n, attempt, status)
+
+    def after_answer(self, index: int, outputs: np.ndarray) -> None:
+        batch, digest = self.batches[index]
+        self.owner.ledger.record_answered(batch, digest, outputs)
