@@ -121,7 +121,7 @@ def test_torn_line_wrong_victim_and_busy_folder(tmp_path):
     clf.predict(_x(8))
     clf.close()
     with open(tmp_path / "ledger.jsonl", "ab") as f:
-        f.write(b'{"event":"sent","batch":7,"att')  # a crash in the middle of writing: never sent
+        f.write(b'\x00\x00\n{"event":"sent","batch":7,"att')  # a crash in the middle of writing: never sent
     clf = LedgerClassifier(victim, tmp_path, max_queries=64, resume=True)
     assert clf.queries_used == 8
     clf.predict(_x(8, 1))
@@ -129,6 +129,11 @@ def test_torn_line_wrong_victim_and_busy_folder(tmp_path):
     clf = LedgerClassifier(victim, tmp_path, max_queries=64, resume=True)
     assert clf.queries_used == 16 and clf.queries_replayed == 0
     clf.close()
+    lines = (tmp_path / "ledger.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "ledger.jsonl").write_bytes(b"".join(lines[:1] + [b"garbage\n"] + lines[1:]))
+    with pytest.raises(ValueError, match="corrupt"):  # damage before a sent event is no crash: refuse to guess
+        LedgerClassifier(victim, tmp_path, max_queries=64, resume=True)
+    (tmp_path / "ledger.jsonl").write_bytes(b"".join(lines))
     other = BlackBoxClassifier(model, SHAPE, 3, clip_values=(0.0, 1.0))
     with pytest.raises(ValueError, match="nb_classes"):
         LedgerClassifier(other, tmp_path, max_queries=64, resume=True)

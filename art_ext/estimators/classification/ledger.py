@@ -2,7 +2,7 @@
 A write-ahead query ledger on disk, and :class:`LedgerClassifier`, a victim wrapper whose every query goes through it.
 
 Every batch is recorded as *sent* (with the SHA-256 of its inputs, flushed and fsynced) before it leaves, and as
-*answered*, with its answers, when they return. The ledger is the source of truth for the budget: inputs of every
+*answered*, with its answers (flushed), when they return. The ledger is the source of truth for the budget: inputs of every
 attempt that left count as spent, answered or not (the victim may have answered a request whose response was lost),
 except attempts the endpoint refused with an HTTP error status other than 502/504 (it answered nothing). A batch is
 only sent when the spent count stays within ``max_queries``, so after any crash, ``kill -9`` or Ctrl-C the victim has
@@ -99,21 +99,27 @@ class QueryLedger:
     def _load(self, events_path: str) -> None:
         with open(events_path, "rb") as f:
             raw = f.read()
-        end = raw.rfind(b"\n") + 1
-        if end < len(raw):  # a line torn by a crash: its write never completed, so what it announced never happened
-            logger.warning("Query ledger: dropping a torn last line (%d bytes).", len(raw) - end)
+        events, offset, bad_at = [], 0, None
+        for line in raw.splitlines(keepends=True):
+            ev = _parse(line)
+            if ev is None and bad_at is None:
+                bad_at = offset
+            elif ev is not None and bad_at is not None and ev.get("event") == "sent":
+                # every *sent* event is fsynced, so damage can only follow the last one: this is not a crash's trace
+                raise ValueError(f"Query ledger {events_path!r} is corrupt at byte {bad_at}.")
+            elif ev is not None and bad_at is None:
+                events.append(ev)
+            offset += len(line)
+        if bad_at is not None:  # a tail torn by a crash: its writes never completed, what they announced is dropped
+            logger.warning("Query ledger: dropping a torn tail of %d bytes.", len(raw) - bad_at)
             with open(events_path, "r+b") as f:
-                f.truncate(end)
+                f.truncate(bad_at)
                 os.fsync(f.fileno())
         answers_path = os.path.join(self.ledger_dir, _ANSWERS)
         answers = open(answers_path, "rb") if os.path.isfile(answers_path) else None  # noqa: SIM115
         sent: dict[tuple[int, int], int] = {}
         try:
-            for number, line in enumerate(raw[:end].splitlines(), 1):
-                try:
-                    ev = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"Query ledger {events_path!r} is corrupt at line {number}: {err}") from err
+            for ev in events:
                 kind = ev.get("event")
                 if kind == "open":
                     self._check_header(ev)
@@ -154,10 +160,11 @@ class QueryLedger:
         return len(data) == ev["nbytes"] and hashlib.sha256(data).hexdigest() == ev["sha256"]
 
     # ------------------------------------------------------------------ writing
-    def _append(self, event: dict[str, Any]) -> None:
+    def _append(self, event: dict[str, Any], sync: bool = True) -> None:
         self._events.write(json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n")
         self._events.flush()
-        os.fsync(self._events.fileno())
+        if sync:
+            os.fsync(self._events.fileno())
 
     def new_batches(self, count: int) -> list[int]:
         """Reserve `count` fresh batch numbers."""
@@ -185,18 +192,22 @@ class QueryLedger:
         if status in _NOT_REFUNDED:
             return
         with self._lock:
-            self._append({"event": "refused", "batch": batch, "attempt": attempt, "status": status})
+            # not fsynced: a refund lost in a power loss only makes the count more conservative
+            self._append({"event": "refused", "batch": batch, "attempt": attempt, "status": status}, sync=False)
             self.spent -= n
 
     def record_answered(self, batch: int, digest: str, outputs: np.ndarray) -> None:
-        """Append the answers (fsynced), then the event pointing at them (fsynced)."""
+        """
+        Append the answers, then the event pointing at them. Both are flushed to the operating system (a killed
+        process loses nothing) but not fsynced: after a power loss, answers not yet on disk fail their checksum and
+        count as spent, which is safe; only *sent* events must reach the disk before a batch leaves.
+        """
         data = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
         with self._lock:
             self._answers.seek(0, os.SEEK_END)
             offset = self._answers.tell()
             self._answers.write(data)
             self._answers.flush()
-            os.fsync(self._answers.fileno())
             self._append(
                 {
                     "event": "answered",
@@ -206,7 +217,8 @@ class QueryLedger:
                     "offset": offset,
                     "nbytes": len(data),
                     "sha256": hashlib.sha256(data).hexdigest(),
-                }
+                },
+                sync=False,
             )
             self.answered += len(outputs)
 
@@ -230,12 +242,26 @@ class QueryLedger:
         return np.frombuffer(data, dtype="<f4").reshape(ev["shape"]).astype(np.float32)
 
     def close(self) -> None:
-        """Close the files and release the folder."""
-        for name in ("_events", "_answers", "_lock_file"):
+        """Write everything to disk, close the files and release the folder."""
+        for name in ("_answers", "_events", "_lock_file"):
             f = getattr(self, name, None)
             if f is not None:
+                if name != "_lock_file":
+                    f.flush()
+                    os.fsync(f.fileno())
                 f.close()
                 setattr(self, name, None)
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """A complete event line, or ``None`` for a torn or damaged one."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
 
 
 def _acquire_lock(path: str):
