@@ -145,3 +145,37 @@ def test_set_params_round_trip(server):
     assert clf.get_params()["batch_size"] == 4 and clf.concurrency == 3
     with pytest.raises(ValueError, match="concurrency"):
         clf.set_params(concurrency=0)
+
+
+def test_dfme_against_the_endpoint_matches_the_in_process_victim(framework, server, single_thread):
+    """Same seeds, same budget: requests in flight change nothing, the student is the same to the last bit."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.backend import get_backend
+    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
+
+    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
+    server.model = LinearVictim(shape)
+
+    def steal(victim):
+        attack = DataFreeModelExtraction(
+            victim,
+            make_generator(build_generator("generator_8x8", framework, seed=2)),
+            max_queries=16 * 4 * 3,
+            batch_size=16,
+            n_student_steps=2,
+            random_state=0,
+            verbose=False,
+        )
+        student = make_classifier(build_model("digits_cnn", framework, seed=1), input_shape=shape)
+        attack.extract(thieved_classifier=student)
+        return attack, get_backend(framework).get_weights(student)
+
+    local, local_weights = steal(BlackBoxClassifier(server.model, shape, 10, clip_values=(0.0, 1.0)))
+    remote = RemoteClassifier(server.url, shape, 10, clip_values=(0.0, 1.0), concurrency=2, payload="npy")
+    attack, remote_weights = steal(remote)
+    assert attack.queries_used == local.queries_used == remote.queries_answered == server.answered == 16 * 4 * 3
+    assert remote.requests_sent == server.answered // 16  # one request per batch of 16, two in flight per step
+    for a, b in zip(local_weights, remote_weights):
+        np.testing.assert_array_equal(a, b)
