@@ -1,6 +1,7 @@
 """
 Distributed helpers: the numpy sharder against PyTorch's DistributedSampler, single-process identities, and two gloo
-processes on CPU (collectives, rank-0 helpers, and a data-parallel run equal to the one-process run).
+processes on CPU (collectives, rank-0 helpers, and a data-parallel run equal to the one-process run), two TensorFlow
+workers under MultiWorkerMirroredStrategy (collectives).
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
 def test_two_gloo_processes(tmp_path):
     import torch.multiprocessing as mp
@@ -195,3 +197,61 @@ def test_two_gloo_processes(tmp_path):
     single = _train(x, y, NumpyDistributedSampler(len(x), 1, 0, seed=1), BATCH)
     np.testing.assert_allclose(r0["weights"], single, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(r0["weights"], r1["weights"])
+
+
+_TF_WORKER = r"""
+import json, os, sys
+rank, ports = int(sys.argv[1]), sys.argv[2:]
+cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": rank}})
+import numpy as np
+import tensorflow as tf
+from art_ext.backend.distributed import all_reduce, barrier, broadcast, get_context
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+with strategy.scope():
+    c = get_context()
+    out = {
+        "context": [c.framework, c.rank, c.world_size, c.replicas],
+        "sum": all_reduce(np.array([rank + 1.0, 10.0 * rank]), "sum").tolist(),
+        "mean": all_reduce(np.array([rank + 1.0]), "mean").tolist(),
+        "max": all_reduce(np.array([rank]), "max").tolist(),
+        "broadcast": broadcast(np.full(2, rank, np.float32), src=1).tolist(),
+    }
+    barrier()
+print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.only_with_framework("tensorflow")
+def test_two_tensorflow_workers():
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
+    ports = [str(_free_port()), str(_free_port())]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TF_WORKER, str(rank), *ports],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err[-2000:]
+            outputs.append(json.loads(out.splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, r in enumerate(outputs):
+        assert r["context"] == ["tensorflow", rank, 2, 2]
+        assert r["sum"] == [3.0, 10.0] and r["mean"] == [1.5] and r["max"] == [1] and r["broadcast"] == [1.0, 1.0]
