@@ -27,6 +27,7 @@ from art_ext.backend.distributed import (
     progress,
     rank_rng,
     rank_zero_only,
+    unwrap_model,
 )
 
 
@@ -70,6 +71,7 @@ def test_single_process_helpers_are_identities(caplog):
     barrier()
     assert rank_rng(5).integers(1000) == np.random.default_rng(5).integers(1000)
     assert rank_zero_only(lambda: 7)() == 7 and not progress(range(3), disable=True).n
+    assert unwrap_model(x) is x
     with pytest.raises(ValueError, match="`op`"):
         all_reduce(x, "prod")
     with pytest.raises(ValueError, match="Invalid shard"):
@@ -110,7 +112,9 @@ def _train(x, y, sampler, step_batch, ddp=False):
     torch.manual_seed(0)
     model = torch.nn.Linear(DIM, 1)
     if ddp:
+        inner = model
         model = torch.nn.parallel.DistributedDataParallel(model)
+        assert unwrap_model(model) is inner and unwrap_model(inner) is inner
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     xs, ys = sampler.shard(x, y)
     for i in range(0, len(xs), step_batch):

@@ -32,6 +32,7 @@ __all__ = [
     "progress",
     "rank_rng",
     "rank_zero_only",
+    "unwrap_model",
 ]
 
 _OPS = ("sum", "mean", "max", "min")
@@ -118,6 +119,20 @@ def init_torch_distributed(backend: str | None = None) -> DistributedContext:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
     return get_context()
+
+
+def unwrap_model(model: Any) -> Any:
+    """
+    The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper, else `model` itself. Run auxiliary
+    forward passes whose backward must not trigger DDP's gradient all-reduce (VAT's power iteration, LMT's spectral
+    norms, certification) on it; run the training loss through the wrapper.
+    """
+    if "torch" in sys.modules:
+        import torch
+
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            return model.module
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------------- sharding
