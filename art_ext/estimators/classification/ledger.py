@@ -127,7 +127,8 @@ class LedgerClassifier(BlackBoxClassifier):
             raise ValueError(f"`x` must have shape (nb_samples, *{tuple(self.input_shape)}).")
         if len(x) == 0:
             return np.zeros((0, self.nb_classes), dtype=np.float32)
-        x = np.ascontiguousarray(check_finite(x, "x"), dtype=np.float32)
+        x, _ = self._apply_preprocessing(check_finite(x, "x").astype(np.float32), y=None, fit=False)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         remote = isinstance(self.classifier, RemoteClassifier)
         # A remote victim's own request size wins, so that every recorded batch is exactly one HTTP request.
         size = (self.classifier.batch_size if remote else None) or self.batch_size or batch_size
@@ -168,7 +169,7 @@ class LedgerClassifier(BlackBoxClassifier):
                     out = self._ask(chunks[i])
                     hooks.after_answer(k, out)
                     results[i] = out
-        return np.concatenate(results, axis=0)
+        return self._apply_postprocessing(preds=np.concatenate(results, axis=0), fit=False)
 
     def _ask(self, chunk: np.ndarray) -> np.ndarray:
         out = np.asarray(self.classifier.predict(chunk, batch_size=len(chunk)), dtype=np.float32)
