@@ -2,6 +2,8 @@
 ``art_ext.estimators.classification``, mirroring ``art.estimators.classification``.
 """
 
+from art_ext.estimators.classification.ledger import LedgerClassifier, QueryBudgetExceededError, QueryLedger
+from art_ext.estimators.classification.remote import RemoteClassifier, RemoteQueryError, RequestCallbacks
 from art_ext.estimators.classification.text import (
     PyTorchTextClassifier,
     TensorFlowV2TextClassifier,
@@ -15,4 +17,10 @@ __all__: list[str] = [
     "TextClassifierMixin",
     "clone_classifier",
     "to_probability_classifier",
+    "LedgerClassifier",
+    "QueryBudgetExceededError",
+    "QueryLedger",
+    "RemoteClassifier",
+    "RemoteQueryError",
+    "RequestCallbacks",
 ]
