@@ -11,7 +11,7 @@ import sys
 from art_ext._version import __version__
 
 #: Modules of :mod:`art_ext.cli` that provide a sub-command, in the order ``--help`` lists them.
-COMMANDS = ["doctor", "demo", "dfme", "distill", "lmt", "vat"]
+COMMANDS = ["doctor", "demo", "audit", "serve", "dfme", "distill", "lmt", "vat"]
 
 
 def default_framework() -> str:
