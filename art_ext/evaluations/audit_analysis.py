@@ -109,8 +109,12 @@ def plan_masking(ctx, allotted):
         "cw_binary_search_steps": 5,
         "square_max_iter": 100,
         "noise_samples": 5,
-        "surrogate_epochs": 10 if ctx.spare_size >= 50 else 0,
+        "surrogate_epochs": 10,
     }
+    params.update(ctx.options.get("masking", {}))
+    params["max_samples"] = min(len(ctx.x), params["max_samples"])
+    if ctx.spare_size < 50:
+        params["surrogate_epochs"] = 0
     steps = [
         ("surrogate_epochs", min(3, params["surrogate_epochs"]), "surrogate epochs"),
         ("square_max_iter", 30, "Square iterations"),
@@ -248,7 +252,7 @@ def _attack(ctx, victim, budget: int, seed: int):
 def plan_extraction(ctx, allotted):
     if _image_shape(ctx) is None:
         return None, 0.0, []
-    queries = ctx.options.get("extraction_queries", 20_000)
+    queries = ctx.options.get("extraction", {}).get("queries", 20_000)
     per_round = 7 * ctx.dfme_batch_size
     if ctx.shared.get("dfme_seconds_per_query") is None:
         # Calibrate on one round against the bare victim (its cost is part of the section's time).

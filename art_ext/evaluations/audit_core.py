@@ -111,6 +111,7 @@ def audit(
     robustness_attacks: Sequence[str] = ("fgsm", "pgd", "square"),
     extraction_queries: int = 20_000,
     defences: Sequence[str] = ("none", "reverse_sigmoid", "rounded"),
+    section_options: dict | None = None,
     out_dir: str | None = None,
     formats: Sequence[str] = ("md", "html", "json"),
     title: str = "art_ext audit",
@@ -139,6 +140,10 @@ def audit(
     :param robustness_attacks: Among ``"fgsm"``, ``"pgd"``, ``"square"``, ``"autoattack"``.
     :param extraction_queries: DFME query budget per victim (before any shrinking).
     :param defences: Victims of the extraction section: ``"none"``, ``"reverse_sigmoid"``, ``"rounded"``.
+    :param section_options: Default sizes to override, per section: ``{"robustness": {"n", "steps",
+                            "square_iter"}, "masking": {"max_samples", "pgd_steps", "cw_max_iter",
+                            "cw_binary_search_steps", "square_max_iter", "noise_samples", "surrogate_epochs"}}``
+                            (a time budget may still shrink them).
     :param out_dir: When given, the report is written there (see :meth:`AuditReport.write`).
     :param formats: Files written to `out_dir`: ``"md"``, ``"html"``, ``"json"``.
     :param title: Report title.
@@ -190,6 +195,23 @@ def audit(
         raise ValueError(f"`budget_minutes` must be a positive number, got {budget_minutes!r}.")
     if not isinstance(extraction_queries, numbers.Integral) or extraction_queries <= 0:
         raise ValueError(f"`extraction_queries` must be a positive integer, got {extraction_queries!r}.")
+    known = {
+        "robustness": {"n", "steps", "square_iter"},
+        "masking": {
+            "max_samples",
+            "pgd_steps",
+            "cw_max_iter",
+            "cw_binary_search_steps",
+            "square_max_iter",
+            "noise_samples",
+            "surrogate_epochs",
+        },
+    }
+    known_options = dict(section_options or {})
+    for key, values in known_options.items():
+        bad = set(values) - known.get(key, set())
+        if key not in known or bad or not all(isinstance(v, int) and v >= 0 for v in values.values()):
+            raise ValueError(f"`section_options` accepts {known} with non-negative integers, got {section_options}.")
     grids = default_eps(classifier.clip_values, classifier.input_shape)
     for key, given in (("inf", eps), ("2", eps_l2)):
         if given is not None:
@@ -217,7 +239,7 @@ def audit(
         seed=seed,
         verbose=verbose,
         batch_size=batch_size,
-        options={"extraction_queries": int(extraction_queries)},
+        options={**known_options, "extraction": {"queries": int(extraction_queries)}},
     )
     deadline = None if budget_minutes is None else start_all + 60.0 * budget_minutes * BUDGET_SAFETY
     results = []

@@ -123,7 +123,9 @@ def _robustness_seconds(ctx, params) -> float:
 def plan_robustness(ctx, allotted):
     if not ctx.cost.has_gradients:
         return None, 0.0, []
-    params = {"n": min(len(ctx.x), ctx.options.get("robustness_samples", 500)), "steps": 20, "square_iter": 200}
+    params = {"n": min(len(ctx.x), 500), "steps": 20, "square_iter": 200}
+    params.update(ctx.options.get("robustness", {}))
+    params["n"] = min(len(ctx.x), params["n"])
     steps = [("n", min(50, params["n"]), "inputs"), ("steps", 5, "PGD steps"), ("square_iter", 25, "Square iterations")]
     steps.append(("n", min(20, params["n"]), "inputs"))
     return shrink(params, lambda p: _robustness_seconds(ctx, p), allotted, steps)
