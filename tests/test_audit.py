@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 BUDGET_MINUTES = 0.5
 FAST = ["--sample-size", "60", "--budget-minutes", str(BUDGET_MINUTES), "--extraction-queries", "1800", "--quiet"]
 MASKING = dict(
-    max_samples=60, pgd_steps=10, cw_max_iter=5, cw_binary_search_steps=3, square_max_iter=50, noise_samples=3
+    max_samples=50, pgd_steps=10, cw_max_iter=3, cw_binary_search_steps=2, square_max_iter=30, noise_samples=3
 )
 
 
@@ -48,12 +48,15 @@ def _check_outputs(out, budget_minutes=BUDGET_MINUTES, certifiable=None):
     assert "## Summary" in md and "(#masking)" in md and "![" in md
     assert all((out / f).exists() for f in ("robustness_curves.png", "extraction_agreement.png"))
     robustness = results["sections"]["robustness"]["results"]["curves"]
-    assert set(robustness) == {"inf", "2"} and len(robustness["inf"]["accuracy"]["pgd"]) == 6
+    assert set(robustness) == {"inf", "2"} and len(robustness["inf"]["accuracy"]["worst_case"]) == 6
+    # Attacks run cheapest first; past the section's deadline the rest are left out and the report says so.
+    ran = set(robustness["inf"]["accuracy"]) - {"worst_case"}
+    assert "fgsm" in ran and (ran == {"fgsm", "pgd", "square"} or "left out" in md)
     cert = results["sections"]["certification"]["results"]
     if certifiable is not None:
         assert cert["certifiable"] is certifiable, cert
     victims = results["sections"]["extraction"]["results"]["victims"]
-    assert set(victims) == {"none", "reverse_sigmoid", "rounded"}
+    assert "none" in victims and (len(victims) == 3 or "left out" in md)
     assert all(v["queries_used"] <= 1800 for v in victims.values())
     return results
 
@@ -143,7 +146,7 @@ def test_distilled_model_flags_masking_and_normal_does_not(framework, digits, tm
             x_spare=x_train,
             y_spare=y_train,
             sections=["clean", "masking"],
-            section_options={"masking": dict(MASKING, surrogate_epochs=10)},
+            section_options={"masking": dict(MASKING, surrogate_epochs=6)},
             out_dir=str(tmp_path / name),
             verbose=False,
         )

@@ -281,6 +281,11 @@ def run_extraction(ctx, params, section) -> None:
     results = {}
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for key, victim in victims.items():
+        if results and ctx.past_deadline():
+            section.shrunk.append(
+                f"victim '{DEFENCES[key]}' left out: the section ran past its share of the time budget"
+            )
+            continue
         attack, student = _attack(ctx, victim, budget, ctx.seed)
         start = time.perf_counter()
         attack.extract(thieved_classifier=student, x_val=ctx.x, y_val=labels)

@@ -77,6 +77,11 @@ class AuditContext:
     def nb_classes(self) -> int:
         return int(self.classifier.nb_classes)
 
+    def past_deadline(self) -> bool:
+        """Whether the running section is past its share of the time budget (never without a budget)."""
+        deadline = self.shared.get("section_deadline")
+        return deadline is not None and time.perf_counter() > deadline
+
     @property
     def spare_size(self) -> int:
         return 0 if self.x_spare is None else len(self.x_spare)
@@ -273,6 +278,7 @@ def audit(
                 flush=True,
             )
         if section.status == "done":
+            ctx.shared["section_deadline"] = None if allotted is None else plan_start + max(allotted, estimate) * 1.2
             try:
                 getattr(module, f"run_{key}")(ctx, params, section)
             except Exception as error:  # noqa: BLE001
