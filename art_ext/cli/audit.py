@@ -44,6 +44,27 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def export_demo_model(ctx) -> str:
+    """
+    Save the demo's baseline digits CNN in ``ctx.out_dir`` for ``art-ext audit``: ``digits_cnn.pt`` (TorchScript) on
+    PyTorch, ``digits_cnn.keras`` on TensorFlow. Returns the path.
+    """
+    trained = [v for k, v in ctx._cache.items() if k.startswith("digits_cnn:")]
+    clf = trained[0] if trained else ctx.train_classifier("digits_cnn", nb_epochs=15 if ctx.quick else 30)
+    if ctx.framework == "pytorch":
+        import torch
+
+        path = os.path.join(ctx.out_dir, "digits_cnn.pt")
+        torch.jit.save(torch.jit.script(clf.model.eval()), path)
+    else:
+        path = os.path.join(ctx.out_dir, "digits_cnn.keras")
+        clf.model.save(path)
+    ctx.report.text(
+        f"The baseline digits CNN is saved as `{os.path.basename(path)}`: `art-ext audit {path} --data digits`."
+    )
+    return path
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
