@@ -171,9 +171,12 @@ def prepare(args: argparse.Namespace, sample_size: int | None) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from art_ext.data.user_data import AuditDataError
     from art_ext.estimators.loading import ModelLoadError
 
+    start_time = time.perf_counter()
     try:
         formats = _split(args.format)
         bad = [f for f in formats if f not in ("md", "html", "json")]
@@ -234,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
             header=header,
             seed=args.seed,
             verbose=verbose,
+            start_time=start_time,
         )
     except ValueError as error:
         print(f"art-ext audit: error: {error}", file=sys.stderr)

@@ -217,7 +217,7 @@ def _victims(ctx) -> dict:
     }
 
 
-def _attack(ctx, victim, budget: int, seed: int):
+def _attack(ctx, victim, budget: int, seed: int, batch_size: int):
     from art_ext.attacks.extraction import DataFreeModelExtraction
     from art_ext.models import build_generator, make_generator
 
@@ -239,8 +239,8 @@ def _attack(ctx, victim, budget: int, seed: int):
         victim,
         make_generator(model),
         max_queries=budget,
-        batch_size=ctx.dfme_batch_size,
-        eval_every=max(1, budget // (8 * 7 * ctx.dfme_batch_size)),
+        batch_size=batch_size,
+        eval_every=max(1, budget // (8 * 7 * batch_size)),
         restore_best=False,
         victim_output="probabilities",
         random_state=seed,
@@ -253,11 +253,11 @@ def plan_extraction(ctx, allotted):
     if _image_shape(ctx) is None:
         return None, 0.0, []
     queries = ctx.options.get("extraction", {}).get("queries", 20_000)
-    per_round = 7 * ctx.dfme_batch_size
+    per_round = 7 * 32  # the smallest round: batches of 32
     if ctx.shared.get("dfme_seconds_per_query") is None:
-        # Calibrate on one round against the bare victim (its cost is part of the section's time).
+        # Calibrate on one small round against the bare victim (its cost is part of the section's time).
         victim = _victims(ctx).get("none") or next(iter(_victims(ctx).values()))
-        attack, student = _attack(ctx, victim, per_round, ctx.seed)
+        attack, student = _attack(ctx, victim, per_round, ctx.seed, 32)
         attack.verbose = False
         start = time.perf_counter()
         attack.extract(thieved_classifier=student)
@@ -269,7 +269,10 @@ def plan_extraction(ctx, allotted):
     def estimate(p):
         return n_victims * (p["queries"] * per_query + 9 * ctx.cost.f(len(ctx.x)))
 
-    return shrink(params, estimate, allotted, [("queries", per_round, "DFME queries per victim")])
+    params, seconds, notes = shrink(params, estimate, allotted, [("queries", per_round, "DFME queries per victim")])
+    # Batches of up to 128 generated inputs, smaller when the budget would otherwise hold fewer than 8 rounds.
+    params["batch_size"] = next((b for b in (128, 64) if params["queries"] >= 8 * 7 * b), 32)
+    return params, seconds, notes
 
 
 def run_extraction(ctx, params, section) -> None:
@@ -286,7 +289,7 @@ def run_extraction(ctx, params, section) -> None:
                 f"victim '{DEFENCES[key]}' left out: the section ran past its share of the time budget"
             )
             continue
-        attack, student = _attack(ctx, victim, budget, ctx.seed)
+        attack, student = _attack(ctx, victim, budget, ctx.seed, params["batch_size"])
         start = time.perf_counter()
         attack.extract(thieved_classifier=student, x_val=ctx.x, y_val=labels)
         seconds = time.perf_counter() - start
@@ -304,7 +307,7 @@ def run_extraction(ctx, params, section) -> None:
         }
         if curve:
             ax.plot(*zip(*curve), "o-", label=DEFENCES[key])
-    section.results.update({"budget": budget, "batch_size": ctx.dfme_batch_size, "victims": results})
+    section.results.update({"budget": budget, "batch_size": params["batch_size"], "victims": results})
     section.text(
         "Data-free model extraction (DFME): a generator and a fresh student query the model as a black box behind an "
         "API that returns softmax probabilities, with no data at all; agreement is the share of the audited inputs on "

@@ -69,7 +69,6 @@ class AuditContext:
     seed: int = 0
     verbose: bool = True
     batch_size: int = 128
-    dfme_batch_size: int = 128
     options: dict = field(default_factory=dict)
     shared: dict = field(default_factory=dict)
 
@@ -124,6 +123,7 @@ def audit(
     batch_size: int = 128,
     seed: int = 0,
     verbose: bool = True,
+    start_time: float | None = None,
 ) -> AuditReport:
     """
     Audit an ART classifier on labelled data.
@@ -156,6 +156,8 @@ def audit(
     :param batch_size: Batch size of the forward and gradient passes.
     :param seed: Seed of every random choice.
     :param verbose: Print time estimates and progress bars.
+    :param start_time: ``time.perf_counter()`` value `budget_minutes` counts from (default: now); the command passes
+                       the time it started loading the model and data.
     :return: The :class:`~art_ext.evaluations.audit_report.AuditReport`.
     """
     from art.estimators.classification.classifier import ClassifierMixin
@@ -163,7 +165,7 @@ def audit(
     from art_ext.backend import framework_of
     from art_ext.evaluations.audit_sections import _LABELS, ROBUSTNESS_ATTACKS
 
-    start_all = time.perf_counter()
+    start_all = time.perf_counter() if start_time is None else float(start_time)
     if not isinstance(classifier, ClassifierMixin):
         raise TypeError(f"`classifier` must be an ART classifier, got {type(classifier).__name__}.")
     framework = framework_of(classifier)
