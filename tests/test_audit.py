@@ -242,3 +242,37 @@ def test_python_api_rejects_bad_arguments(digits_mlp_classifier, digits):
         audit(digits_mlp_classifier, x_test, y_test + 10, verbose=False)
     with pytest.raises(ValueError, match="section_options"):
         audit(digits_mlp_classifier, x_test, y_test, section_options={"masking": {"nope": 1}}, verbose=False)
+
+
+def test_black_box_classifier_is_audited_with_square_only(digits_mlp_classifier, digits):
+    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
+
+    _, (x_test, y_test), _, _ = digits
+    black_box = BlackBoxClassifierNeuralNetwork(
+        digits_mlp_classifier.predict,
+        tuple(digits_mlp_classifier.input_shape),
+        10,
+        channels_first=digits_mlp_classifier.channels_first,
+        clip_values=(0.0, 1.0),
+    )
+    report = audit(
+        black_box,
+        x_test[:40],
+        y_test[:40],
+        norms=["inf"],
+        eps=(0.1, 0.3),
+        section_options={"robustness": {"n": 40, "square_iter": 30}},
+        verbose=False,
+    )
+    status = {s.key: s.status for s in report.sections}
+    assert status == {
+        "clean": "done",
+        "robustness": "done",
+        "masking": "skipped",
+        "certification": "done",
+        "extraction": "skipped",
+    }
+    curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
+    assert set(curves) == {"square", "worst_case"} and curves["square"][-1] < curves["square"][0]
+    assert report.section("certification").results["certifiable"] is False
+    assert "black box" in report.section("masking").reason

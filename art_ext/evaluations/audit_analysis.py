@@ -100,7 +100,7 @@ def _masking_seconds(ctx, p) -> float:
 
 
 def plan_masking(ctx, allotted):
-    if not ctx.cost.has_gradients:
+    if ctx.framework is None or not ctx.cost.has_gradients:
         return None, 0.0, []
     params = {
         "max_samples": min(len(ctx.x), 100),
@@ -250,7 +250,7 @@ def _attack(ctx, victim, budget: int, seed: int, batch_size: int):
 
 
 def plan_extraction(ctx, allotted):
-    if _image_shape(ctx) is None:
+    if ctx.framework is None or _image_shape(ctx) is None:
         return None, 0.0, []
     queries = ctx.options.get("extraction", {}).get("queries", 20_000)
     per_round = 7 * 32  # the smallest round: batches of 32

@@ -128,8 +128,11 @@ def audit(
     """
     Audit an ART classifier on labelled data.
 
-    :param classifier: ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` with ``clip_values`` (logits or
-                       probabilities).
+    :param classifier: ART classifier with ``clip_values`` (logits or probabilities). Every section runs on a
+                       ``PyTorchClassifier`` or ``TensorFlowV2Classifier``; any other ART classifier (e.g.
+                       ``BlackBoxClassifierNeuralNetwork``) is audited as a black box: clean accuracy, Square-only robustness
+                       curves (when it has no gradients) and the certification line; masking and extraction are
+                       skipped with the reason.
     :param x: Audited inputs ``(nb_samples, *input_shape)`` (all of them are used; sample beforehand).
     :param y: Labels, indices ``(nb_samples,)`` or one-hot ``(nb_samples, nb_classes)``.
     :param x_spare: Optional inputs that are *not* audited; only the masking analysis's transfer surrogate trains on
@@ -168,7 +171,10 @@ def audit(
     start_all = time.perf_counter() if start_time is None else float(start_time)
     if not isinstance(classifier, ClassifierMixin):
         raise TypeError(f"`classifier` must be an ART classifier, got {type(classifier).__name__}.")
-    framework = framework_of(classifier)
+    try:
+        framework = framework_of(classifier)
+    except TypeError:
+        framework = None  # audited as a black box: clean accuracy, Square and the certification line only
     if classifier.clip_values is None:
         raise ValueError("`classifier` needs `clip_values` (the input range) for the attacks and the generator.")
     x = check_finite(x, "x").astype(np.float32)
@@ -306,6 +312,13 @@ def audit(
 
 
 def _skip_reason(key: str, ctx: AuditContext) -> str:
+    if ctx.framework is None and key in ("masking", "extraction"):
+        return f"needs a PyTorch or TensorFlow classifier, got {type(ctx.classifier).__name__} (audited as a black box)"
     if key == "extraction":
         return f"DFME needs square images with a side divisible by 4; the input shape is {tuple(ctx.classifier.input_shape)}"
+    if key == "robustness":
+        return (
+            "ART's attacks need gradients (loss_gradient) or, for Square, a NeuralNetworkMixin estimator such as "
+            "BlackBoxClassifierNeuralNetwork (with Square among the attacks)"
+        )
     return "the classifier provides no gradients (ART loss_gradient)"

@@ -116,13 +116,18 @@ def _robustness_seconds(ctx, params) -> float:
         "autoattack": 1.5 * params["steps"] * c.g(n) + c.square(n, params["square_iter"]),
     }
     for norm in ctx.norms:
-        seconds += len(ctx.eps[norm]) * sum(per_eps[a] for a in ctx.robustness_attacks)
+        seconds += len(ctx.eps[norm]) * sum(per_eps[a] for a in ctx.shared["robustness_attacks"])
     return seconds
 
 
 def plan_robustness(ctx, allotted):
-    if not ctx.cost.has_gradients:
+    from art.estimators.estimator import NeuralNetworkMixin
+
+    # ART's attacks need a NeuralNetworkMixin estimator (e.g. BlackBoxClassifierNeuralNetwork for black boxes).
+    attacks = [a for a in ctx.robustness_attacks if ctx.cost.has_gradients or a == "square"]
+    if not attacks or not isinstance(ctx.classifier, NeuralNetworkMixin):
         return None, 0.0, []
+    ctx.shared["robustness_attacks"] = attacks
     params = {"n": min(len(ctx.x), 500), "steps": 20, "square_iter": 200}
     params.update(ctx.options.get("robustness", {}))
     params["n"] = min(len(ctx.x), params["n"])
@@ -180,7 +185,7 @@ def run_robustness(ctx, params, section) -> None:
     x, y = ctx.x[idx], ctx.y[idx]
     clean = predict_in_batches(ctx.classifier, x, ctx.batch_size).argmax(1) == y
     onehot = np.eye(ctx.nb_classes, dtype=np.float32)[y]
-    attacks = list(ctx.robustness_attacks)
+    attacks = list(ctx.shared["robustness_attacks"])
     total = sum(len(ctx.eps[norm]) for norm in ctx.norms) * len(attacks)
     curves: dict = {norm: {"eps": [0.0] + list(ctx.eps[norm]), "accuracy": {}} for norm in ctx.norms}
     robust_all = {norm: [clean.copy() for _ in curves[norm]["eps"]] for norm in ctx.norms}
