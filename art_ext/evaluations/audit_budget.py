@@ -62,21 +62,25 @@ class CostModel:
                 self.gradient_call = max(one - self.gradient, 2e-4)
             except Exception:  # noqa: BLE001 (a classifier without working gradients is audited black-box)
                 self.has_gradients = False
-        # ART's SquareAttack spends most of its time in numpy bookkeeping per iteration: time 5 iterations.
+        # ART's SquareAttack spends most of its time in numpy bookkeeping per iteration (more for l2): time 5
+        # iterations per norm at a small eps, where no input is fooled early.
         self.probe_size = n
-        self.square_iteration = 0.03
-        try:
-            from art.attacks.evasion import SquareAttack
+        self.square_iteration = {"inf": 0.03, "2": 0.06}
+        for norm, value in (("inf", np.inf), ("2", 2)):
+            try:
+                from art.attacks.evasion import SquareAttack
 
-            lo, hi = classifier.clip_values
-            eps = 0.05 * float(np.max(hi) - np.min(lo))
-            attack = SquareAttack(classifier, eps=eps, max_iter=5, nb_restarts=1, batch_size=batch_size, verbose=False)
-            start = time.perf_counter()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                attack.generate(xb, np.eye(classifier.nb_classes, dtype=np.float32)[np.zeros(n, dtype=np.int64)])
-            self.square_iteration = (time.perf_counter() - start) / 5
-        except Exception:  # noqa: BLE001 (an estimate only)
-            pass
+                lo, hi = classifier.clip_values
+                eps = 0.02 * float(np.max(hi) - np.min(lo)) * (1.0 if norm == "inf" else float(np.sqrt(xb[0].size)))
+                attack = SquareAttack(
+                    classifier, norm=value, eps=eps, max_iter=5, nb_restarts=1, batch_size=batch_size, verbose=False
+                )
+                start = time.perf_counter()
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    attack.generate(xb, np.eye(classifier.nb_classes, dtype=np.float32)[np.zeros(n, dtype=np.int64)])
+                self.square_iteration[norm] = (time.perf_counter() - start) / 5
+            except Exception:  # noqa: BLE001 (an estimate only)
+                pass
         # ART's Carlini-Wagner L2 (in the masking analysis) makes several passes and a line search per iteration.
         self.cw_iteration = 20 * (self.gradient * n + self.gradient_call)
         if self.has_gradients:
@@ -96,9 +100,9 @@ class CostModel:
         """Seconds of ART's CarliniL2Method on `n` inputs for `iterations` iterations (all binary-search steps)."""
         return iterations * self.cw_iteration * (0.2 + 0.8 * n / max(1, self.probe_size))
 
-    def square(self, n: int, iterations: int) -> float:
-        """Seconds of ART's SquareAttack on `n` inputs for `iterations` iterations."""
-        return iterations * self.square_iteration * (0.3 + 0.7 * n / max(1, self.probe_size))
+    def square(self, n: int, iterations: int, norm: str = "inf") -> float:
+        """Seconds of ART's SquareAttack on `n` inputs for `iterations` iterations (`norm`: ``"inf"`` or ``"2"``)."""
+        return iterations * self.square_iteration[norm] * (0.3 + 0.7 * n / max(1, self.probe_size))
 
     def f(self, n: int, calls: float | None = None) -> float:
         """Seconds of forward passes on `n` inputs in `calls` calls (default: one per batch)."""
@@ -116,6 +120,8 @@ class CostModel:
             "forward_seconds_per_call": self.forward_call,
             "gradient_seconds_per_input": self.gradient,
             "gradient_seconds_per_call": self.gradient_call,
+            "square_seconds_per_iteration": dict(self.square_iteration),
+            "cw_seconds_per_iteration": self.cw_iteration,
         }
 
 

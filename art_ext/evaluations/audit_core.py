@@ -266,8 +266,14 @@ def audit(
             weights = [SECTIONS[k][1] for k in sections[i:]]
             allotted = left * weights[0] / sum(weights)
         plan_start = time.perf_counter()
+        # Sections that ran slower than estimated (a loaded machine) make the next estimates slower too.
+        slowdown = _slowdown(results)
         try:
-            params, estimate, notes = getattr(module, f"plan_{key}")(ctx, allotted)
+            params, estimate, notes = getattr(module, f"plan_{key}")(
+                ctx, None if allotted is None else allotted / slowdown
+            )
+            section.raw_estimate = estimate + (time.perf_counter() - plan_start)
+            estimate *= slowdown
         except Exception as error:  # noqa: BLE001 (one section failing never loses the others)
             logger.exception("Planning section %s failed", key)
             params, estimate, notes = None, 0.0, []
@@ -309,6 +315,15 @@ def audit(
     if out_dir is not None:
         report.write(out_dir, formats)
     return report
+
+
+def _slowdown(done: list) -> float:
+    """Measured over estimated time of the sections done (those estimated at 2 s or more), clamped to [0.5, 4]."""
+    pairs = [(s.seconds, getattr(s, "raw_estimate", s.estimated_seconds)) for s in done if s.status == "done"]
+    pairs = [p for p in pairs if p[1] >= 2.0]
+    if not pairs:
+        return 1.0
+    return float(min(4.0, max(0.5, sum(p[0] for p in pairs) / sum(p[1] for p in pairs))))
 
 
 def _skip_reason(key: str, ctx: AuditContext) -> str:

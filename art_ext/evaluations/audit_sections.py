@@ -8,6 +8,8 @@ Each section has ``plan_<key>(ctx, allotted) -> (params, estimated seconds, shri
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -109,13 +111,13 @@ def run_clean(ctx, params, section) -> None:
 # ------------------------------------------------------------------------------------------------------- robustness
 def _robustness_seconds(ctx, params) -> float:
     c, n, seconds = ctx.cost, params["n"], 0.0
-    per_eps = {
-        "fgsm": c.g(n) + c.f(n),
-        "pgd": 1.3 * params["steps"] * c.g(n) + 2 * c.f(n),
-        "square": c.square(n, params["square_iter"]) + c.f(n),
-        "autoattack": 1.5 * params["steps"] * c.g(n) + c.square(n, params["square_iter"]),
-    }
     for norm in ctx.norms:
+        per_eps = {
+            "fgsm": c.g(n) + c.f(n),
+            "pgd": 1.3 * params["steps"] * c.g(n) + 2 * c.f(n),
+            "square": c.square(n, params["square_iter"], norm) + c.f(n),
+            "autoattack": 1.5 * params["steps"] * c.g(n) + c.square(n, params["square_iter"], norm),
+        }
         seconds += len(ctx.eps[norm]) * sum(per_eps[a] for a in ctx.shared["robustness_attacks"])
     return seconds
 
@@ -134,6 +136,24 @@ def plan_robustness(ctx, allotted):
     steps = [("n", min(50, params["n"]), "inputs"), ("steps", 5, "PGD steps"), ("square_iter", 25, "Square iterations")]
     steps.append(("n", min(20, params["n"]), "inputs"))
     return shrink(params, lambda p: _robustness_seconds(ctx, p), allotted, steps)
+
+
+def _fit_iterations(ctx, key, norm, params, calls_left, section) -> dict:
+    """Square's iterations for the next call, lowered when the calls left would run past the section's deadline."""
+    deadline = ctx.shared.get("section_deadline")
+    if key not in ("square", "autoattack") or deadline is None:
+        return params
+    per_iteration = ctx.shared.get(f"square_per_iteration_{norm}")
+    if per_iteration is None:
+        per_iteration = ctx.cost.square(params["n"], 1, norm)
+    fits = int(max(0.0, deadline - time.perf_counter()) / max(calls_left, 1) / max(per_iteration, 1e-6))
+    iterations = max(10, min(params["square_iter"], fits))
+    if iterations < params["square_iter"]:
+        lowest = min(iterations, ctx.shared.get("square_lowest", iterations))
+        ctx.shared["square_lowest"] = lowest
+        note = f"Square iterations lowered to fit the section's share of the time budget (down to {lowest})"
+        section.shrunk[:] = [s for s in section.shrunk if not s.startswith("Square iterations lowered")] + [note]
+    return dict(params, square_iter=iterations)
 
 
 def _attack(key, clf, norm, eps, params, batch_size, seed):
@@ -196,13 +216,21 @@ def run_robustness(ctx, params, section) -> None:
             section.shrunk.append(f"{_LABELS[key]} left out: the section ran past its share of the time budget")
             bar.update(sum(len(ctx.eps[norm]) for norm in ctx.norms))
             continue
+        calls_left = sum(len(ctx.eps[norm]) for norm in ctx.norms)
         for norm in ctx.norms:
             accs = [float(clean.mean())]
             for i, eps in enumerate(ctx.eps[norm]):
                 np.random.seed(int(rng.integers(2**31)))  # ART's SquareAttack draws from numpy's global generator
-                attack = _attack(key, ctx.classifier, norm, eps, params, ctx.batch_size, ctx.seed)
+                call_params = _fit_iterations(ctx, key, norm, params, calls_left, section)
+                attack = _attack(key, ctx.classifier, norm, eps, call_params, ctx.batch_size, ctx.seed)
+                start = time.perf_counter()
                 with np.errstate(divide="ignore", invalid="ignore"):  # ART's Square divides 0 by 0 on converged rows
                     x_adv = attack.generate(x, onehot)
+                if key in ("square", "autoattack"):
+                    ctx.shared[f"square_per_iteration_{norm}"] = (time.perf_counter() - start) / call_params[
+                        "square_iter"
+                    ]
+                calls_left -= 1
                 ok = predict_in_batches(ctx.classifier, x_adv, ctx.batch_size).argmax(1) == y
                 accs.append(float(np.mean(ok & clean)))
                 robust_all[norm][i + 1] &= ok
