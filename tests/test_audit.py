@@ -276,3 +276,30 @@ def test_black_box_classifier_is_audited_with_square_only(digits_mlp_classifier,
     assert set(curves) == {"square", "worst_case"} and curves["square"][-1] < curves["square"][0]
     assert report.section("certification").results["certifiable"] is False
     assert "black box" in report.section("masking").reason
+
+
+def test_audit_data_image_folder_and_sample_split(digits, tmp_path):
+    from PIL import Image
+
+    from art_ext.data import AuditDataError, load_audit_data
+
+    _, (x_test, y_test), _, _ = digits
+    images = x_test.reshape(len(x_test), 8, 8)
+    for i in range(30):
+        folder = tmp_path / "imgs" / f"class_{y_test[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((images[i] * 255).round().astype(np.uint8), mode="L").save(folder / f"{i}.png")
+    data = load_audit_data(str(tmp_path / "imgs"), channels_first=True, sample_size=20, seed=0)
+    assert data.x.shape == (20, 1, 8, 8) and data.x_spare.shape == (10, 1, 8, 8)
+    assert data.class_names == sorted(f"class_{c}" for c in set(y_test[:30].tolist()))
+    assert 0.0 <= data.x.min() and data.x.max() <= 1.0
+    # The audited sample and the spare data are disjoint.
+    flat = {x.tobytes() for x in data.x}
+    assert not any(x.tobytes() in flat for x in data.x_spare)
+    last = load_audit_data(str(tmp_path / "imgs"), channels_first=False)
+    assert last.x.shape == (30, 8, 8, 1) and last.x_spare is None
+    Image.fromarray(np.zeros((9, 9), dtype=np.uint8), mode="L").save(tmp_path / "imgs" / "class_0" / "odd.png")
+    with pytest.raises(AuditDataError, match="odd.png"):
+        load_audit_data(str(tmp_path / "imgs"))
+    builtin = load_audit_data("digits", channels_first=False, sample_size=50)
+    assert builtin.x.shape == (50, 8, 8, 1) and len(builtin.x_spare) == len(digits[0][0])  # the training split

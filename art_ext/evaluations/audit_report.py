@@ -172,11 +172,12 @@ class AuditReport:
         return lines or ["No findings (every section was skipped)."]
 
     def _status_line(self, s: SectionResult) -> str:
+        """The line under a section's heading (plain text: the renderers emphasise it)."""
         if s.status != "done":
-            return f"*Section {s.status}: {s.reason}*"
-        line = f"*Estimated {s.estimated_seconds:.0f} s before it started; took {s.seconds:.0f} s.*"
+            return f"Section {s.status}: {s.reason}"
+        line = f"Estimated {s.estimated_seconds:.0f} s before it started; took {s.seconds:.0f} s."
         if s.shrunk:
-            line += " *Shrunk to fit the time budget: " + "; ".join(s.shrunk) + ".*"
+            line += " Shrunk to fit the time budget: " + "; ".join(s.shrunk) + "."
         return line
 
     def to_markdown(self, figure_paths: dict | None = None) -> str:
@@ -188,7 +189,7 @@ class AuditReport:
         parts.append("")
         for s in self.sections:
             parts.append(f'<a id="{s.key}"></a>\n\n## {s.title}\n')
-            parts.append(self._status_line(s) + "\n")
+            parts.append(f"*{self._status_line(s)}*\n")
             for block in s.blocks:
                 if block[0] == "text":
                     parts.append(block[1].rstrip() + "\n")
@@ -226,7 +227,7 @@ class AuditReport:
         out.append("</ol>")
         for s in self.sections:
             out.append(f'<h2 id="{s.key}">{html.escape(s.title)}</h2>')
-            out.append(f"<p><em>{_inline_html(self._status_line(s).strip('*'))}</em></p>")
+            out.append(f"<p><em>{_inline_html(self._status_line(s))}</em></p>")
             for block in s.blocks:
                 if block[0] == "text":
                     for para in block[1].strip().split("\n\n"):
