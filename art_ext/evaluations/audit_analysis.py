@@ -123,6 +123,11 @@ def plan_masking(ctx, allotted):
         ("max_samples", min(40, params["max_samples"]), "inputs"),
         ("pgd_steps", 5, "PGD steps"),
         ("max_samples", min(20, params["max_samples"]), "inputs"),
+        ("noise_samples", min(2, params["noise_samples"]), "noise draws"),
+        ("cw_max_iter", 3, "C&W iterations"),
+        ("cw_binary_search_steps", 2, "C&W binary-search steps"),
+        ("square_max_iter", 15, "Square iterations"),
+        ("surrogate_epochs", min(2, params["surrogate_epochs"]), "surrogate epochs"),
     ]
     return shrink(params, lambda p: _masking_seconds(ctx, p), allotted, steps)
 

@@ -62,39 +62,63 @@ class CostModel:
                 self.gradient_call = max(one - self.gradient, 2e-4)
             except Exception:  # noqa: BLE001 (a classifier without working gradients is audited black-box)
                 self.has_gradients = False
-        # ART's SquareAttack spends most of its time in numpy bookkeeping per iteration (more for l2): time 5
-        # iterations per norm at a small eps, where no input is fooled early.
+        # ART's SquareAttack and Carlini-Wagner are timed when a section first needs them (see below).
         self.probe_size = n
-        self.square_iteration = {"inf": 0.03, "2": 0.06}
-        for norm, value in (("inf", np.inf), ("2", 2)):
+        self._classifier, self._probe = classifier, xb
+        self.square_iteration: dict[str, float] = {}
+        self._cw_iteration: float | None = None
+
+    def _probe_labels(self) -> np.ndarray:
+        return np.eye(self._classifier.nb_classes, dtype=np.float32)[np.zeros(len(self._probe), dtype=np.int64)]
+
+    def _square_iteration(self, norm: str) -> float:
+        """
+        ART's SquareAttack spends most of its time in numpy bookkeeping per iteration (more for l2): 5 iterations
+        are timed per norm at a small eps, where no input is fooled early.
+        """
+        if norm not in self.square_iteration:
+            self.square_iteration[norm] = 0.03 if norm == "inf" else 0.06
             try:
                 from art.attacks.evasion import SquareAttack
 
-                lo, hi = classifier.clip_values
+                clf, xb = self._classifier, self._probe
+                lo, hi = clf.clip_values
                 eps = 0.02 * float(np.max(hi) - np.min(lo)) * (1.0 if norm == "inf" else float(np.sqrt(xb[0].size)))
                 attack = SquareAttack(
-                    classifier, norm=value, eps=eps, max_iter=5, nb_restarts=1, batch_size=batch_size, verbose=False
+                    clf,
+                    norm=np.inf if norm == "inf" else 2,
+                    eps=eps,
+                    max_iter=5,
+                    nb_restarts=1,
+                    batch_size=self.batch_size,
+                    verbose=False,
                 )
                 start = time.perf_counter()
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    attack.generate(xb, np.eye(classifier.nb_classes, dtype=np.float32)[np.zeros(n, dtype=np.int64)])
+                    attack.generate(xb, self._probe_labels())
                 self.square_iteration[norm] = (time.perf_counter() - start) / 5
             except Exception:  # noqa: BLE001 (an estimate only)
                 pass
-        # ART's Carlini-Wagner L2 (in the masking analysis) makes several passes and a line search per iteration.
-        self.cw_iteration = 20 * (self.gradient * n + self.gradient_call)
-        if self.has_gradients:
-            try:
-                from art.attacks.evasion import CarliniL2Method
+        return self.square_iteration[norm]
 
-                attack = CarliniL2Method(
-                    classifier, max_iter=2, binary_search_steps=1, batch_size=batch_size, verbose=False
-                )
-                start = time.perf_counter()
-                attack.generate(xb, np.eye(classifier.nb_classes, dtype=np.float32)[np.zeros(n, dtype=np.int64)])
-                self.cw_iteration = (time.perf_counter() - start) / 2
-            except Exception:  # noqa: BLE001 (an estimate only)
-                pass
+    @property
+    def cw_iteration(self) -> float:
+        """Seconds of one iteration of ART's CarliniL2Method on the probe (several passes and a line search)."""
+        if self._cw_iteration is None:
+            self._cw_iteration = 20 * (self.gradient * self.probe_size + self.gradient_call)
+            if self.has_gradients:
+                try:
+                    from art.attacks.evasion import CarliniL2Method
+
+                    attack = CarliniL2Method(
+                        self._classifier, max_iter=2, binary_search_steps=1, batch_size=self.batch_size, verbose=False
+                    )
+                    start = time.perf_counter()
+                    attack.generate(self._probe, self._probe_labels())
+                    self._cw_iteration = (time.perf_counter() - start) / 2
+                except Exception:  # noqa: BLE001 (an estimate only)
+                    pass
+        return self._cw_iteration
 
     def cw(self, n: int, iterations: int) -> float:
         """Seconds of ART's CarliniL2Method on `n` inputs for `iterations` iterations (all binary-search steps)."""
@@ -102,7 +126,7 @@ class CostModel:
 
     def square(self, n: int, iterations: int, norm: str = "inf") -> float:
         """Seconds of ART's SquareAttack on `n` inputs for `iterations` iterations (`norm`: ``"inf"`` or ``"2"``)."""
-        return iterations * self.square_iteration[norm] * (0.3 + 0.7 * n / max(1, self.probe_size))
+        return iterations * self._square_iteration(norm) * (0.3 + 0.7 * n / max(1, self.probe_size))
 
     def f(self, n: int, calls: float | None = None) -> float:
         """Seconds of forward passes on `n` inputs in `calls` calls (default: one per batch)."""
@@ -121,7 +145,7 @@ class CostModel:
             "gradient_seconds_per_input": self.gradient,
             "gradient_seconds_per_call": self.gradient_call,
             "square_seconds_per_iteration": dict(self.square_iteration),
-            "cw_seconds_per_iteration": self.cw_iteration,
+            "cw_seconds_per_iteration": self._cw_iteration,
         }
 
 
