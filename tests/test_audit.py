@@ -42,7 +42,7 @@ def _check_outputs(out, budget_minutes=BUDGET_MINUTES, certifiable=None):
     assert results["summary"] and all(f["section"] in AUDIT_SECTIONS for f in results["summary"])
     # The budget caps the run (plus a margin for the estimates' error on a loaded machine).
     # A 30 s budget is below what the sections need at their smallest sizes; loading and the first (traced)
-    # TensorFlow calls add ~10 s on a loaded 2-core machine. The 5-minute budget is measured on MNIST (notes).
+    # TensorFlow calls add ~10 s on a loaded 2-core machine. The 5-minute budget on MNIST is in docs/audit.rst.
     assert results["seconds"] <= 60 * budget_minutes * 1.5 + 30, results["seconds"]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4 and 'src="robustness' not in html
