@@ -305,3 +305,22 @@ def test_audit_data_image_folder_and_sample_split(digits, tmp_path):
         load_audit_data(str(tmp_path / "imgs"))
     builtin = load_audit_data("digits", channels_first=False, sample_size=50)
     assert builtin.x.shape == (50, 8, 8, 1) and len(builtin.x_spare) == len(digits[0][0])  # the training split
+
+
+def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, digits):
+    _, (x_test, y_test), _, _ = digits
+    report = audit(
+        digits_mlp_classifier,
+        x_test[:40],
+        y_test[:40],
+        sections=["robustness"],
+        norms=["inf"],
+        eps=(0.05, 0.3),
+        robustness_attacks=("fgsm", "autoattack"),
+        section_options={"robustness": {"n": 40, "steps": 10, "square_iter": 20}},
+        verbose=False,
+    )
+    curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
+    assert set(curves) == {"fgsm", "autoattack", "worst_case"}
+    auto = curves["autoattack"]
+    assert auto[0] >= 0.8 and auto[-1] <= 0.1 and auto[-1] <= curves["fgsm"][-1], curves

@@ -18,7 +18,12 @@ from art_ext.utils.outputs import predict_in_batches
 
 #: Attacks of the robustness section (``"autoattack"`` may replace ``"square"``).
 ROBUSTNESS_ATTACKS = ("fgsm", "pgd", "square")
-_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "square": "Square (black-box)", "autoattack": "AutoAttack (APGD-CE + Square)"}
+_LABELS = {
+    "fgsm": "FGSM",
+    "pgd": "PGD",
+    "square": "Square (black-box)",
+    "autoattack": "AutoAttack protocol (APGD-CE, then Square)",
+}
 
 
 def _norm_label(norm: str) -> str:
@@ -183,7 +188,7 @@ def _attack(key, clf, norm, eps, params, batch_size, seed):
             batch_size=batch_size,
             verbose=False,
         )
-    from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
+    from art.attacks.evasion import AutoProjectedGradientDescent
 
     attacks = [
         AutoProjectedGradientDescent(
@@ -193,7 +198,27 @@ def _attack(key, clf, norm, eps, params, batch_size, seed):
             clf, norm=norm_value, eps=eps, max_iter=params["square_iter"], batch_size=batch_size, verbose=False
         ),
     ]
-    return AutoAttack(clf, norm=norm_value, eps=eps, eps_step=2 * eps / 10, attacks=attacks, batch_size=batch_size)
+    return _Sequence(clf, attacks, batch_size)
+
+
+class _Sequence:
+    """
+    AutoAttack's protocol (ART's ``AutoAttack`` needs the ``multiprocess`` package): run the attacks one after the
+    other, each on the inputs the previous ones did not fool, and keep the first adversarial example found.
+    """
+
+    def __init__(self, classifier, attacks, batch_size) -> None:
+        self.classifier, self.attacks, self.batch_size = classifier, attacks, batch_size
+
+    def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        labels = y.argmax(1)
+        x_adv = x.copy()
+        for attack in self.attacks:
+            left = predict_in_batches(self.classifier, x_adv, self.batch_size).argmax(1) == labels
+            if not left.any():
+                break
+            x_adv[left] = attack.generate(x[left], y[left])
+        return x_adv
 
 
 def run_robustness(ctx, params, section) -> None:
