@@ -150,6 +150,9 @@ def run_demo(
         report.heading(module.TITLE)
         module.run(ctx)
         timings.append((name, time.perf_counter() - start))
+    from art_ext.cli.audit import export_demo_model
+
+    export_demo_model(ctx)
     report.heading("Run times")
     report.table(["section", "seconds"], [(n, round(t, 1)) for n, t in timings])
     return report.write()

@@ -13,7 +13,7 @@ from art_ext._version import __version__
 from art_ext.cli.options import CommandError, quiet_tensorflow
 
 #: Modules of :mod:`art_ext.cli` that provide a sub-command, in the order ``--help`` lists them.
-COMMANDS = ["doctor", "demo", "dfme", "distillation", "lmt", "vat"]
+COMMANDS = ["doctor", "demo", "audit", "serve", "dfme", "distillation", "lmt", "vat"]
 
 
 class _HelpFormatter(argparse.HelpFormatter):

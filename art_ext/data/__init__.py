@@ -8,8 +8,12 @@ from art_ext.data.digits import load_digits
 from art_ext.data.mnist import load_mnist
 from art_ext.data.rt_polarity import Vocabulary, load_rt_polarity, tokenize
 from art_ext.data.synthetic_text import make_synthetic_sentiment
+from art_ext.data.user_data import AuditData, AuditDataError, load_audit_data
 
 __all__ = [
+    "AuditData",
+    "AuditDataError",
+    "load_audit_data",
     "DATA_ENV",
     "DataNotFoundError",
     "Vocabulary",

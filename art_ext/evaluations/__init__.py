@@ -2,6 +2,9 @@
 ``art_ext.evaluations``, mirroring ``art.evaluations``.
 """
 
+from art_ext.evaluations.audit_core import SECTIONS as AUDIT_SECTIONS
+from art_ext.evaluations.audit_core import audit
+from art_ext.evaluations.audit_report import AuditReport
 from art_ext.evaluations.certificate_tightness import (
     CertificateTightnessAnalysis,
     CertificateUnsoundError,
@@ -18,6 +21,9 @@ from art_ext.evaluations.gradient_masking import (
 from art_ext.evaluations.transferability import TransferabilityResult, transferability_matrix
 
 __all__: list[str] = [
+    "AUDIT_SECTIONS",
+    "AuditReport",
+    "audit",
     "CertificateTightnessAnalysis",
     "CertificateUnsoundError",
     "TightnessReport",

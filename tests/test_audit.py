@@ -1,0 +1,326 @@
+"""``art-ext audit`` and :func:`art_ext.evaluations.audit`: end to end on saved models, verdicts, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from art_ext.cli.main import main
+from art_ext.evaluations import AUDIT_SECTIONS, audit
+from art_ext.models import ARCHITECTURES, build_model, make_classifier
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+BUDGET_MINUTES = 0.5
+FAST = ["--sample-size", "60", "--budget-minutes", str(BUDGET_MINUTES), "--extraction-queries", "1800", "--quiet"]
+MASKING = dict(
+    max_samples=50, pgd_steps=10, cw_max_iter=3, cw_binary_search_steps=2, square_max_iter=30, noise_samples=3
+)
+
+
+@pytest.fixture(scope="module")
+def digits_npz(digits, tmp_path_factory):
+    _, (x_test, y_test), _, _ = digits
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x=x_test, y=y_test)
+    return str(path)
+
+
+def _check_outputs(out, budget_minutes=BUDGET_MINUTES, certifiable=None):
+    for name in ("report.md", "report.html", "results.json"):
+        assert (out / name).stat().st_size > 1000, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "art_ext.audit/1"
+    assert sorted(results["sections"]) == sorted(AUDIT_SECTIONS)
+    for key, section in results["sections"].items():
+        assert section["status"] == "done", (key, section["reason"])
+        assert section["estimated_seconds"] > 0
+    assert results["summary"] and all(f["section"] in AUDIT_SECTIONS for f in results["summary"])
+    # The budget caps the run (plus a margin for the estimates' error on a loaded machine).
+    # A 30 s budget is below what the sections need at their smallest sizes; loading and the first (traced)
+    # TensorFlow calls add ~10 s on a loaded 2-core machine. The 5-minute budget on MNIST is in docs/audit.rst.
+    assert results["seconds"] <= 60 * budget_minutes * 1.5 + 30, results["seconds"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and 'src="robustness' not in html
+    md = (out / "report.md").read_text()
+    assert "## Summary" in md and "(#masking)" in md and "![" in md
+    assert all((out / f).exists() for f in ("robustness_curves.png", "extraction_agreement.png"))
+    robustness = results["sections"]["robustness"]["results"]["curves"]
+    assert set(robustness) == {"inf", "2"} and len(robustness["inf"]["accuracy"]["worst_case"]) == 6
+    # Attacks run cheapest first; past the section's deadline the rest are left out and the report says so.
+    ran = set(robustness["inf"]["accuracy"]) - {"worst_case"}
+    assert "fgsm" in ran and (ran == {"fgsm", "pgd", "square"} or "left out" in md)
+    cert = results["sections"]["certification"]["results"]
+    if certifiable is not None:
+        assert cert["certifiable"] is certifiable, cert
+    victims = results["sections"]["extraction"]["results"]["victims"]
+    assert "none" in victims and (len(victims) == 3 or "left out" in md)
+    assert all(v["queries_used"] <= 1800 for v in victims.values())
+    return results
+
+
+@pytest.mark.only_with_framework("pytorch")
+def test_audit_torchscript_model(digits_cnn_classifier, digits_npz, tmp_path):
+    import torch
+
+    model_path = tmp_path / "cnn.pt"
+    torch.jit.save(torch.jit.script(digits_cnn_classifier.model.eval()), str(model_path))
+    out = tmp_path / "report"
+    start = time.perf_counter()
+    assert main(["audit", str(model_path), "--data", digits_npz, "--out", str(out)] + FAST) == 0
+    assert time.perf_counter() - start < 180
+    results = _check_outputs(out, certifiable=False)
+    reason = results["sections"]["certification"]["results"]["reason"]
+    assert "TorchScript" in reason and "factory" in reason
+    assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
+    assert "LMT" in (out / "report.md").read_text()
+
+
+@pytest.mark.only_with_framework("pytorch")
+def test_audit_factory_and_state_dict(digits_cnn_classifier, digits_npz, tmp_path, monkeypatch):
+    import torch
+
+    (tmp_path / "audit_test_models.py").write_text(
+        "from art_ext.models import build_model\n\n\ndef digits_cnn():\n"
+        '    return build_model("digits_cnn", "pytorch")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / "cnn_state.pt"
+    torch.save(digits_cnn_classifier.model.state_dict(), str(weights))
+    out = tmp_path / "report"
+    argv = ["audit", "audit_test_models:digits_cnn", "--weights", str(weights), "--data", digits_npz]
+    assert main(argv + ["--out", str(out)] + FAST) == 0
+    results = _check_outputs(out, certifiable=True)
+    cert = results["sections"]["certification"]["results"]
+    assert cert["lipschitz_bound"] > 0 and cert["certified_accuracy"][0] >= 0.9
+    # The weights were loaded: the clean accuracy is the trained model's, not a fresh one's.
+    assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
+
+
+@pytest.mark.only_with_framework("tensorflow")
+def test_audit_keras_file(digits_cnn_classifier, digits_npz, tmp_path):
+    model_path = tmp_path / "cnn.keras"
+    digits_cnn_classifier.model.save(str(model_path))
+    out = tmp_path / "report"
+    assert main(["audit", str(model_path), "--data", digits_npz, "--out", str(out)] + FAST) == 0
+    results = _check_outputs(out, certifiable=True)
+    assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
+
+
+@pytest.mark.only_with_framework("tensorflow")
+def test_saved_model_loads_like_the_keras_model(digits_cnn_classifier, digits, tmp_path):
+    from art_ext.estimators.loading import load_classifier
+
+    _, (x_test, _), _, _ = digits
+    digits_cnn_classifier.model.export(str(tmp_path / "saved"), verbose=False)
+    loaded = load_classifier(str(tmp_path / "saved"), x_test[:32])
+    assert loaded.kind == "savedmodel" and loaded.output == "logits" and loaded.classifier.nb_classes == 10
+    np.testing.assert_allclose(
+        loaded.classifier.predict(x_test[:32]), digits_cnn_classifier.predict(x_test[:32]), rtol=1e-4, atol=1e-4
+    )
+
+
+def _mlp(framework, seed=1):
+    shape = ARCHITECTURES["digits_mlp"][0 if framework == "pytorch" else 1]
+    return make_classifier(build_model("digits_mlp", framework, seed=seed), shape, learning_rate=0.01)
+
+
+def test_distilled_model_flags_masking_and_normal_does_not(framework, digits, tmp_path):
+    from art_ext.defences.trainer import DefensiveDistillationTrainer
+
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    normal = _mlp(framework)
+    normal.fit(x_train, y_train, nb_epochs=15, batch_size=64, verbose=False)
+    distilled = _mlp(framework)
+    DefensiveDistillationTrainer(distilled, temperature=100.0, random_state=0, verbose=False).fit(
+        x_train, y_train, nb_epochs=15, batch_size=64
+    )
+    reports = {}
+    for name, clf in (("normal", normal), ("distilled", distilled)):
+        reports[name] = audit(
+            clf,
+            x_test[:100],
+            y_test[:100],
+            x_spare=x_train,
+            y_spare=y_train,
+            sections=["clean", "masking"],
+            section_options={"masking": dict(MASKING, surrogate_epochs=6)},
+            out_dir=str(tmp_path / name),
+            verbose=False,
+        )
+    distilled_masking = reports["distilled"].section("masking").results
+    assert distilled_masking["masking_suspected"] is True
+    assert distilled_masking["transfer_surrogate_trained_on_audited_sample"] is False
+    top = reports["distilled"].findings[0]
+    assert top.section == "masking" and top.severity == 3 and "masking suspected" in top.text
+    assert "Gradient masking suspected" in (tmp_path / "distilled" / "report.md").read_text()
+    normal_masking = reports["normal"].section("masking").results
+    assert normal_masking["masking_suspected"] is False, normal_masking["reasons"]
+    assert all(f.severity < 3 for f in reports["normal"].findings)
+
+
+def test_lmt_model_has_a_non_trivial_certified_curve(framework, digits):
+    from art_ext.defences.trainer import LipschitzMarginTrainer
+
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
+    lmt = make_classifier(build_model("digits_cnn", framework, seed=0), input_shape=shape)
+    LipschitzMarginTrainer(lmt, c=0.1, random_state=0, verbose=False).fit(x_train, y_train, nb_epochs=8, batch_size=96)
+    report = audit(lmt, x_test, y_test, sections=["certification"], eps_l2=(0.05, 0.1, 0.2, 0.3), verbose=False)
+    cert = report.section("certification").results
+    assert cert["certifiable"] is True and cert["radii"] == [0.0, 0.05, 0.1, 0.2, 0.3]
+    curve = cert["certified_accuracy"]
+    assert curve[0] >= 0.8, curve
+    assert curve[2] >= 0.3, curve  # non-trivial at r = 0.1
+    assert all(a >= b for a, b in zip(curve, curve[1:])), curve
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+def _bad(argv, capsys, out, match):
+    code = main(["audit"] + argv + ["--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert err.startswith("art-ext audit: error:") and match in err, err
+    assert not out.exists() or out.is_file() or not os.listdir(out)
+
+
+@pytest.fixture()
+def saved_model(framework, digits_mlp_classifier, tmp_path):
+    if framework == "pytorch":
+        import torch
+
+        path = tmp_path / "mlp.pt"
+        torch.jit.save(torch.jit.script(digits_mlp_classifier.model.eval()), str(path))
+    else:
+        path = tmp_path / "mlp.keras"
+        digits_mlp_classifier.model.save(str(path))
+    return str(path)
+
+
+def test_bad_model_and_options(saved_model, digits_npz, tmp_path, capsys):
+    out = tmp_path / "out"
+    _bad([str(tmp_path / "missing.pt"), "--data", digits_npz], capsys, out, "MODEL")
+    (tmp_path / "garbage.pt").write_text("not a model")
+    _bad([str(tmp_path / "garbage.pt"), "--data", digits_npz], capsys, out, "not a TorchScript file")
+    _bad(["nosuchpackage.module:factory", "--data", digits_npz], capsys, out, "cannot import")
+    _bad([saved_model, "--data", digits_npz, "--clip-values", "1,0"], capsys, out, "--clip-values")
+    _bad([saved_model, "--data", digits_npz, "--sections", "clean,nope"], capsys, out, "--sections")
+    _bad([saved_model, "--data", digits_npz, "--eps", "0.3,0.1"], capsys, out, "--eps")
+    (tmp_path / "a_file").write_text("x")
+    _bad([saved_model, "--data", digits_npz], capsys, tmp_path / "a_file", "--out")
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_bad_data(saved_model, digits, tmp_path, capsys):
+    _, (x_test, y_test), _, _ = digits
+    out = tmp_path / "out"
+    _bad([saved_model, "--data", str(tmp_path / "none.npz")], capsys, out, "DATA")
+    np.savez(tmp_path / "flat.npz", x=x_test.reshape(len(x_test), 8, 8)[:, :7], y=y_test)
+    _bad([saved_model, "--data", str(tmp_path / "flat.npz")], capsys, out, "does not accept DATA inputs")
+    np.savez(tmp_path / "labels.npz", x=x_test, y=np.where(y_test == 3, 12, y_test))
+    _bad([saved_model, "--data", str(tmp_path / "labels.npz")], capsys, out, "holds class 12")
+    np.savez(tmp_path / "nolabels.npz", x=x_test)
+    _bad([saved_model, "--data", str(tmp_path / "nolabels.npz")], capsys, out, "has no array 'y'")
+    x_nan = x_test.copy()
+    x_nan[0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x_nan, y=y_test)
+    _bad([saved_model, "--data", str(tmp_path / "nan.npz")], capsys, out, "NaN")
+
+
+def test_python_api_rejects_bad_arguments(digits_mlp_classifier, digits):
+    _, (x_test, y_test), _, _ = digits
+    with pytest.raises(ValueError, match="sections"):
+        audit(digits_mlp_classifier, x_test, y_test, sections=["nope"], verbose=False)
+    with pytest.raises(ValueError, match="budget_minutes"):
+        audit(digits_mlp_classifier, x_test, y_test, budget_minutes=0, verbose=False)
+    with pytest.raises(ValueError, match="sample shape"):
+        audit(digits_mlp_classifier, x_test[:, :, :4], y_test, verbose=False)
+    with pytest.raises(ValueError, match="outside"):
+        audit(digits_mlp_classifier, x_test, y_test + 10, verbose=False)
+    with pytest.raises(ValueError, match="section_options"):
+        audit(digits_mlp_classifier, x_test, y_test, section_options={"masking": {"nope": 1}}, verbose=False)
+
+
+def test_black_box_classifier_is_audited_with_square_only(digits_mlp_classifier, digits):
+    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
+
+    _, (x_test, y_test), _, _ = digits
+    black_box = BlackBoxClassifierNeuralNetwork(
+        digits_mlp_classifier.predict,
+        tuple(digits_mlp_classifier.input_shape),
+        10,
+        channels_first=digits_mlp_classifier.channels_first,
+        clip_values=(0.0, 1.0),
+    )
+    report = audit(
+        black_box,
+        x_test[:40],
+        y_test[:40],
+        norms=["inf"],
+        eps=(0.1, 0.3),
+        section_options={"robustness": {"n": 40, "square_iter": 30}},
+        verbose=False,
+    )
+    status = {s.key: s.status for s in report.sections}
+    assert status == {
+        "clean": "done",
+        "robustness": "done",
+        "masking": "skipped",
+        "certification": "done",
+        "extraction": "skipped",
+    }
+    curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
+    assert set(curves) == {"square", "worst_case"} and curves["square"][-1] < curves["square"][0]
+    assert report.section("certification").results["certifiable"] is False
+    assert "black box" in report.section("masking").reason
+
+
+def test_audit_data_image_folder_and_sample_split(digits, tmp_path):
+    from PIL import Image
+
+    from art_ext.data import AuditDataError, load_audit_data
+
+    _, (x_test, y_test), _, _ = digits
+    images = x_test.reshape(len(x_test), 8, 8)
+    for i in range(30):
+        folder = tmp_path / "imgs" / f"class_{y_test[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((images[i] * 255).round().astype(np.uint8), mode="L").save(folder / f"{i}.png")
+    data = load_audit_data(str(tmp_path / "imgs"), channels_first=True, sample_size=20, seed=0)
+    assert data.x.shape == (20, 1, 8, 8) and data.x_spare.shape == (10, 1, 8, 8)
+    assert data.class_names == sorted(f"class_{c}" for c in set(y_test[:30].tolist()))
+    assert 0.0 <= data.x.min() and data.x.max() <= 1.0
+    # The audited sample and the spare data are disjoint.
+    flat = {x.tobytes() for x in data.x}
+    assert not any(x.tobytes() in flat for x in data.x_spare)
+    last = load_audit_data(str(tmp_path / "imgs"), channels_first=False)
+    assert last.x.shape == (30, 8, 8, 1) and last.x_spare is None
+    Image.fromarray(np.zeros((9, 9), dtype=np.uint8), mode="L").save(tmp_path / "imgs" / "class_0" / "odd.png")
+    with pytest.raises(AuditDataError, match="odd.png"):
+        load_audit_data(str(tmp_path / "imgs"))
+    builtin = load_audit_data("digits", channels_first=False, sample_size=50)
+    assert builtin.x.shape == (50, 8, 8, 1) and len(builtin.x_spare) == len(digits[0][0])  # the training split
+
+
+def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, digits):
+    _, (x_test, y_test), _, _ = digits
+    report = audit(
+        digits_mlp_classifier,
+        x_test[:40],
+        y_test[:40],
+        sections=["robustness"],
+        norms=["inf"],
+        eps=(0.05, 0.3),
+        robustness_attacks=("fgsm", "autoattack"),
+        section_options={"robustness": {"n": 40, "steps": 10, "square_iter": 20}},
+        verbose=False,
+    )
+    curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
+    assert set(curves) == {"fgsm", "autoattack", "worst_case"}
+    auto = curves["autoattack"]
+    assert auto[0] >= 0.8 and auto[-1] <= 0.1 and auto[-1] <= curves["fgsm"][-1], curves
