@@ -314,7 +314,7 @@ def _wrap(net, framework, input_shape, nb_classes, output, clip, preprocessing, 
         import torch
         from art.estimators.classification import PyTorchClassifier
 
-        from art_ext.models.pytorch import probability_nll_loss
+        from art_ext.estimators.classification.utils import probability_nll_loss
 
         loss = torch.nn.CrossEntropyLoss() if output == "logits" else probability_nll_loss()
         return PyTorchClassifier(
