@@ -235,15 +235,15 @@ def test_layer_zoo_bound_is_sound(framework, digits):
     clf.fit(x_train, y_train, nb_epochs=2, batch_size=64, verbose=False)
     cert = LipschitzCertifier(clf)
     kinds = [r.kind for r in cert.records]
-    assert "residual" in kinds and "bn" in kinds
+    assert "add" in kinds and "bn" in kinds
     bound = cert.lipschitz_bound()
     assert np.isfinite(bound) and bound > 0
     assert np.all(_input_jacobian_norms(clf, x_test[:3]) <= bound)
     x = x_test[:20]
     pred, radius = cert.certify(x)
     keep = radius > 1e-5
-    if keep.any():
-        assert not _pgd_flips(clf, x[keep], pred[keep], 0.99 * radius[keep], steps=30, restarts=1).any()
+    assert keep.sum() >= 10, f"only {keep.sum()} of 20 inputs certified"
+    assert not _pgd_flips(clf, x[keep], pred[keep], 0.99 * radius[keep], steps=30, restarts=1).any()
 
 
 @pytest.mark.only_with_framework("pytorch")
@@ -289,8 +289,8 @@ def test_unsupported_layers_and_bad_input_raise(framework, standard_cnn, digits)
 
         inp = keras.Input((8, 8, 1))
         flat = keras.layers.Flatten()(inp)
-        out = keras.layers.Add()([keras.layers.Dense(10)(flat), keras.layers.Dense(10)(flat)])
-        with pytest.raises(TypeError, match="Add|chain"):
+        out = keras.layers.Multiply()([keras.layers.Dense(10)(flat), keras.layers.Dense(10)(flat)])
+        with pytest.raises(TypeError, match="Multiply"):
             LipschitzCertifier(make_classifier(keras.Model(inp, out), input_shape=_shape(framework)))
     with pytest.raises(TypeError, match="classifier"):
         LipschitzCertifier(standard_cnn.model)
