@@ -130,7 +130,10 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
         return len(nodes) - 1
 
     for node in graph.nodes:
-        name = f"{node.name} ({node.op} {getattr(node.target, '__name__', node.target)})"
+        if node.op == "call_module":
+            name = f"{node.target} ({type(attr(node.target)).__name__})"
+        else:
+            name = f"{node.name} ({getattr(node.target, '__name__', node.target)})"
         if node.op == "placeholder":
             if seen_input:
                 raise _refuse(name, "a second input", "the model must take one input tensor")
