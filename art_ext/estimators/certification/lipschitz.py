@@ -200,6 +200,12 @@ def build_graph(classifier: Any, check: bool = True) -> LipschitzGraph:
     graph = LipschitzGraph(nodes, output)
     with no_grad(framework):
         graph.run(ops.asarray(_probe_inputs(classifier, 2, 1), device=ops.device_of(classifier)), record_shapes=True)
+    out_shape = nodes[output].out_shape
+    if out_shape != (classifier.nb_classes,):
+        raise TypeError(
+            f"The model outputs per-sample shape {out_shape}, not (nb_classes,) = ({classifier.nb_classes},): logits "
+            "must be one flat row per sample (a dense layer on a non-flat tensor keeps its leading axes; flatten first)."
+        )
     for node in nodes:
         if node.factor_fn is not None:
             node.factor = float(node.factor_fn(node))

@@ -88,6 +88,12 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
                 m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
             )
 
+    if isinstance(model, nn.Sequential) and type(model).forward is not nn.Sequential.forward:
+        raise TypeError(
+            f"{type(model).__name__} subclasses nn.Sequential with its own forward, which ART's PyTorchClassifier "
+            "ignores (it runs the children in order): the classifier and the model compute different functions. "
+            "Subclass nn.Module instead."
+        )
     was_training = model.training
     model.eval()
     try:
@@ -213,6 +219,8 @@ def _fill(structure: Any, vals: tuple) -> Any:
 
 
 def _callable(target: Any) -> Any:
+    if target == "view":  # same values wherever view succeeds; our rebuilt tensors may be laid out differently
+        target = "reshape"
     if isinstance(target, str):
         return lambda self, *a, **k: getattr(self, target)(*a, **k)
     return target
