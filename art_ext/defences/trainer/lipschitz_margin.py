@@ -131,6 +131,8 @@ class LipschitzMarginTrainer(Trainer):
             ops.set_learning_rate(optimizer, self.learning_rate)
         rng = np.random.default_rng(self.random_state)
         graph = build_graph(self.classifier)
+        # ART's predict-time preprocessing, which the graph holds as its first node (mean/std only; else refused)
+        preprocess = graph.nodes[1].forward if graph.nodes[1].note == "preprocessing" else (lambda t: t)
         state = PowerIterationState(ops, rng)
         steps_per_epoch = math.ceil(len(x) / batch_size)
         warmup_steps = self.warmup_epochs * steps_per_epoch
@@ -142,12 +144,13 @@ class LipschitzMarginTrainer(Trainer):
                 c_now = self.c
                 for start in range(0, len(x), batch_size):
                     idx = order[start : start + batch_size]
-                    xb, yb = ops.asarray(x[idx]), ops.asarray(y[idx], dtype="int64")
+                    xb = ops.asarray(x[idx], device=ops.device_of(self.classifier))
+                    yb = ops.asarray(y[idx], dtype="int64", device=ops.device_of(self.classifier))
                     c_now = self.c * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.c
                     aux: dict = {}
 
                     def loss_fn(xb=xb, yb=yb, c_now=c_now, aux=aux):
-                        logits = ops.forward(self.classifier, xb, training=True)
+                        logits = ops.call_model(model, preprocess(xb), training=True)
                         offsets, lip = self._margin_offsets(ops, graph, state, yb)
                         aux["L"] = lip
                         return ops.cross_entropy(logits + c_now * offsets, yb)
