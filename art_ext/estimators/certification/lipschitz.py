@@ -46,6 +46,9 @@ from art_ext.estimators.certification.graph import (
 
 logger = logging.getLogger(__name__)
 
+#: Rows per call of the rebuilt graph when certify checks it against the classifier's outputs.
+CHECK_CHUNK = 128
+
 __all__ = [
     "LayerRecord",
     "LipschitzCertifier",
@@ -215,14 +218,25 @@ def build_graph(classifier: Any, check: bool = True) -> LipschitzGraph:
     return graph
 
 
-def verify_graph(graph: LipschitzGraph, classifier: Any, x: np.ndarray, logits: np.ndarray, tol: float = 1e-4) -> None:
+def verify_graph(
+    graph: LipschitzGraph, classifier: Any, x: np.ndarray, logits: np.ndarray, tol: float = 1e-4, compiled: bool = False
+) -> None:
     """
     Raise a ``TypeError`` unless the rebuilt graph reproduces `logits` (the classifier's own outputs on `x`).
+
+    :param compiled: On TensorFlow, run the graph as one ``tf.function`` (traced once per input shape).
     """
     framework = framework_of(classifier)
     ops = get_backend(framework)
+    run = graph.run
+    if compiled and framework == "tensorflow":
+        if getattr(graph, "_tf_run", None) is None:
+            import tensorflow as tf
+
+            graph._tf_run = tf.function(graph.run)
+        run = graph._tf_run
     with no_grad(framework):
-        rebuilt = np.asarray(ops.to_numpy(graph.run(ops.asarray(x, device=ops.device_of(classifier)))), np.float64)
+        rebuilt = np.asarray(ops.to_numpy(run(ops.asarray(x, device=ops.device_of(classifier)))), np.float64)
     scale = 1.0 + np.abs(logits).max(initial=0.0)
     if rebuilt.shape != logits.shape or not np.all(np.abs(rebuilt - logits) <= tol * scale):
         gap = float(np.abs(rebuilt - logits).max()) if rebuilt.shape == logits.shape else float("nan")
@@ -264,8 +278,9 @@ class LipschitzCertifier:
         :param float_tolerance: Relative slack added to ``L`` and (times ``1 + max |logit|``) removed from margins,
                                 to cover float32 round-off in the forward pass.
         :param check_fraction: Fraction of the inputs of each :meth:`certify` call (at least 64 of them, drawn at
-                               random) on which the rebuilt graph is run and compared with the classifier's outputs;
-                               1.0 checks every input (twice the cost of a prediction).
+                               random, rounded up to a multiple of 128 rows) on which the rebuilt graph is run and
+                               compared with the classifier's outputs; 1.0 checks every input (twice the cost of a
+                               prediction).
         """
         self.framework = _check_classifier(classifier)
         if not isinstance(pairwise, bool):
@@ -339,6 +354,9 @@ class LipschitzCertifier:
         holds now (prefer :meth:`certify`, which also checks the graph against the model on the inputs).
         """
         self._current()
+        return self._radii(logits)
+
+    def _radii(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = np.asarray(logits, dtype=np.float64)
         pred = logits.argmax(1)
         rows = np.arange(len(logits))
@@ -352,7 +370,7 @@ class LipschitzCertifier:
                 denom = diff[pred] * l_prev
                 ratio = np.where(denom > 0, gaps / denom, np.where(gaps > 0, np.inf, 0.0))
             else:
-                ratio = gaps / (math.sqrt(2.0) * self.lipschitz_bound())
+                ratio = gaps / (math.sqrt(2.0) * self._bounds[self.graph.output] * (1.0 + self.float_tolerance))
         ratio[rows, pred] = np.inf
         radius = ratio.min(1) if logits.shape[1] > 1 else np.full(len(logits), np.inf)
         return pred, radius.astype(np.float32)
@@ -377,12 +395,15 @@ class LipschitzCertifier:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         self._current()
         logits = self.logits(x, batch_size)
+        # Checked in chunks of exactly CHECK_CHUNK rows (a short draw is padded by repeating rows), so that a
+        # compiled graph is traced once.
         count = min(len(x), max(64, math.ceil(self.check_fraction * len(x))))
         chosen = np.sort(self._rng.choice(len(x), size=count, replace=False)) if count < len(x) else np.arange(len(x))
-        for i in range(0, count, batch_size):
-            rows = chosen[i : i + batch_size]
-            verify_graph(self.graph, self.classifier, x[rows], logits[rows])
-        return self.radii_from_logits(logits)
+        chosen = np.resize(chosen, -(-count // CHECK_CHUNK) * CHECK_CHUNK)
+        for i in range(0, len(chosen), CHECK_CHUNK):
+            rows = chosen[i : i + CHECK_CHUNK]
+            verify_graph(self.graph, self.classifier, x[rows], logits[rows], compiled=True)
+        return self._radii(logits)
 
     def certified_accuracy(self, x: np.ndarray, y: np.ndarray, radius: float, batch_size: int = 128) -> float:
         """Fraction of inputs classified correctly with a certified radius of at least `radius`."""
