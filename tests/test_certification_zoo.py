@@ -93,6 +93,14 @@ def torch_models():
             x = x.flatten(1)
             return self.fc(x - x.mean(0, keepdim=True))
 
+    class Transposed(nn.Module):  # .T moves the batch axis: read as an attribute, not as a shape
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(x, 1).T.T)
+
     tied = nn.Linear(16, 16)
     with torch.no_grad():
         tied.weight.mul_(3.0)
@@ -117,6 +125,7 @@ def torch_models():
         "concatenation": Branchy(),
         "control_flow": Controlled(),
         "batch_mixing": BatchMixing(),
+        "tensor_attribute": Transposed(),
         "prelu": nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.PReLU(), nn.Linear(16, 10)),
     }
 
@@ -185,6 +194,7 @@ REFUSED = {
     "control_flow": "trace",
     "batch_mixing": "batch",
     "prelu": "PReLU",
+    "tensor_attribute": "attribute",
 }
 KERAS_REFUSED = {"3_subclass_forward": "Loud", "7_module_named_relu": "relu"}
 CERTIFIED = [

@@ -143,7 +143,12 @@ class LipschitzGraph:
         values: list[Any] = [x]
         for i, node in enumerate(self.nodes[1:], start=1):
             value = node.forward(*[values[j] for j in node.inputs])
-            if node.kind != "meta":
+            if node.kind == "meta":
+                if getattr(value, "ndim", 0) and hasattr(value, "dtype"):
+                    raise TypeError(f"Node {node.name!r} was read as a shape but computes a tensor.")
+            else:
+                if node.kind != "input" and not self.tensor_inputs(node):
+                    raise TypeError(f"Node {node.name!r} computes a tensor from shapes only; it cannot be bounded.")
                 shape = tuple(int(d) for d in value.shape)
                 if not shape or shape[0] != batch:
                     raise TypeError(

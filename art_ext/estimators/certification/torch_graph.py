@@ -162,7 +162,9 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
             index[node] = _module_node(attr(node.target), name, node, nodes, index, modules, ops)
             continue
         target = node.target
-        if meta or target in (getattr, "size", "dim") or (target is operator.getitem and meta):
+        if target is getattr and node.args[1] not in ("shape", "ndim", "dtype", "device"):
+            raise _refuse(name, f"attribute {node.args[1]!r}", "only shape attributes of a tensor can be read")
+        if meta or target in (getattr, "size", "dim"):
             index[node] = add("meta", name, node.args, node.kwargs, _callable(target))
             continue
         x = node.args[0]
