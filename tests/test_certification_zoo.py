@@ -378,9 +378,9 @@ def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
     for name, model in ordinary_models(framework).items():
         clf = make_classifier(model, input_shape=SHAPE[framework], learning_rate=3e-3)
         trainer = LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, random_state=0, verbose=False)
-        trainer.fit(x_train, y_train, nb_epochs=5, batch_size=64)
+        trainer.fit(x_train, y_train, nb_epochs=6, batch_size=128)
         twin = make_classifier(standard[name], input_shape=SHAPE[framework], learning_rate=3e-3)
-        twin.fit(x_train, y_train, nb_epochs=5, batch_size=64, verbose=False)
+        twin.fit(x_train, y_train, nb_epochs=6, batch_size=128, verbose=False)
         accuracy = float(np.mean(clf.predict(x_test).argmax(1) == y_test))
         assert accuracy >= 0.6, (name, accuracy)
         cert = assert_sound(clf, x_test[:24], min_certified=12)
@@ -405,7 +405,7 @@ def test_keras_classifier_is_certified_and_lmt_trained(digits):
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     clf = KerasClassifier(model, clip_values=(0.0, 1.0), use_logits=True)
     LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, learning_rate=3e-3, random_state=0, verbose=False).fit(
-        x_train, y_train, nb_epochs=8, batch_size=64
+        x_train, y_train, nb_epochs=8, batch_size=128
     )
     assert float(np.mean(clf.predict(x_test).argmax(1) == y_test)) >= 0.6
     radius = LipschitzCertifier(clf).certify(x_test[:16])[1]
