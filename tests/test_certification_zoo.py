@@ -108,6 +108,40 @@ def torch_models():
             out = F.relu(self.bn2(self.conv2(out)) + x)
             return self.fc(out.flatten(1))
 
+    class Bottleneck(nn.Module):  # torchvision style: a reused in-place ReLU, `out += identity`, a downsample
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            identity = self.downsample(x)
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            out += identity
+            return self.relu(out)
+
+    class TorchvisionStyle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1, self.relu = nn.Conv2d(1, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(True)
+            self.maxpool, self.layer1 = nn.MaxPool2d(3, 2, 1), Bottleneck(8, 16, 2)
+            self.avgpool, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    class InPlace(nn.Module):  # an in-place ELU(alpha=3) that also rewrites the skip branch's tensor
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 10)
+
+        def forward(self, x):
+            h = self.fc1(torch.flatten(x, 1))
+            return self.fc2(F.elu(h, 3.0, True) + h)
+
     class Transposed(nn.Module):  # .T moves the batch axis: read as an attribute, not as a shape
         def __init__(self):
             super().__init__()
@@ -141,6 +175,8 @@ def torch_models():
         "control_flow": Controlled(),
         "batch_mixing": BatchMixing(),
         "tensor_attribute": Transposed(),
+        "in_place_alias": InPlace(),
+        "torchvision_style": TorchvisionStyle(),
         "resnet_basic_block": BasicBlock(),
         "prelu": nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.PReLU(), nn.Linear(16, 10)),
     }
@@ -211,6 +247,7 @@ REFUSED = {
     "batch_mixing": "batch",
     "prelu": "PReLU",
     "tensor_attribute": "attribute",
+    "in_place_alias": "reproduce",
 }
 KERAS_REFUSED = {"3_subclass_forward": "Loud", "7_module_named_relu": "relu"}
 CERTIFIED = [
@@ -221,6 +258,7 @@ CERTIFIED = [
     "7_module_named_relu",
     "concatenation",
     "resnet_basic_block",
+    "torchvision_style",
 ]
 CASES = sorted(set(REFUSED) | set(CERTIFIED))
 

@@ -179,7 +179,10 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
             note = target if isinstance(target, str) else getattr(target, "__name__", str(target))
             if node.args[1:] or set(node.kwargs) - {"inplace"}:
                 note += "_variant"
-            index[node] = add("constant", name, node.args, node.kwargs, _callable(target), factor=factor, note=note)
+            # rebuilt out of place: if the model's in-place update changes what other nodes see, the check fails
+            args = tuple(False if isinstance(a, bool) else a for a in node.args)
+            kwargs = {**node.kwargs, "inplace": False} if "inplace" in node.kwargs else dict(node.kwargs)
+            index[node] = add("constant", name, args, kwargs, _callable(target), factor=factor, note=note)
         else:
             index[node] = _function_node(target, name, node, x, set(dependent), consts, add)
             record = nodes[index[node]]
