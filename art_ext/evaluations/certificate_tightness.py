@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from art_ext.backend import get_backend
-from art_ext.estimators.certification.lipschitz import LipschitzCertifier, preprocessing_factor
+from art_ext.estimators.certification.classifier_graph import preprocessing_factor
+from art_ext.estimators.certification.lipschitz import LipschitzCertifier
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from art.defences.trainer.trainer import Trainer
 from tqdm.auto import trange
 
 from art_ext.backend import get_backend
+from art_ext.estimators.certification.classifier_graph import _check_classifier, build_graph
 from art_ext.estimators.certification.graph import LipschitzGraph, PowerIterationState
-from art_ext.estimators.certification.lipschitz import _check_classifier, build_graph
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 
 logger = logging.getLogger(__name__)
