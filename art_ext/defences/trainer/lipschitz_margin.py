@@ -65,7 +65,6 @@ class LipschitzMarginTrainer(Trainer):
         :param verbose: Show progress bars.
         """
         _check_classifier(classifier)
-        build_graph(classifier)  # refuse a model that cannot be certified before anything is spent
         super().__init__(classifier)
         self.c = c
         self.warmup_epochs = warmup_epochs
@@ -76,6 +75,7 @@ class LipschitzMarginTrainer(Trainer):
         self.verbose = verbose
         self.history: list[dict] = []
         self._check_params()
+        build_graph(classifier)  # refuse a model that cannot be certified before anything is spent
 
     def _check_params(self) -> None:
         check_positive(self.c, "c", allow_zero=True)
