@@ -110,3 +110,21 @@ def test_cnn_reports_no_global_constant_with_reason_and_plots(framework, digits,
         analysis.analyse(x_test[:3].reshape(3, -1))
     with pytest.raises(ValueError, match="local_samples"):
         CertificateTightnessAnalysis(clf, local_samples=-1)
+
+
+def test_analysis_follows_weights_changed_after_construction(framework, digits):
+    """The tightness analysis never reports a bound of weights the model no longer holds."""
+    (x_train, y_train), (x_test, _), _, _ = digits
+    model, shape = _tiny(framework)
+    clf = make_classifier(model, input_shape=shape)
+    analysis = CertificateTightnessAnalysis(clf, local_samples=2, cw_max_iter=5, verbose=False)
+    before = analysis.certifier.lipschitz_bound()
+    before_global, _ = analysis.global_lipschitz()
+    clf.fit(x_train, y_train, nb_epochs=3, batch_size=128, verbose=False)
+    fresh = CertificateTightnessAnalysis(clf, local_samples=2, cw_max_iter=5, verbose=False)
+    assert analysis.certifier.lipschitz_bound() == pytest.approx(fresh.certifier.lipschitz_bound(), rel=1e-9)
+    assert analysis.global_lipschitz()[0] == pytest.approx(fresh.global_lipschitz()[0], rel=1e-9)
+    assert analysis.certifier.lipschitz_bound() != pytest.approx(before, rel=1e-3)
+    assert analysis.global_lipschitz()[0] != pytest.approx(before_global, rel=1e-3)
+    report = analysis.analyse(x_test[:5])
+    assert np.all(report.radii["bound"] <= report.radii["attack"])

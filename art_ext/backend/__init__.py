@@ -48,7 +48,7 @@ def framework_of(obj: Any) -> str:
         qualname = cls.__name__
         if module.startswith("torch") or qualname.startswith("PyTorch"):
             return "pytorch"
-        if module.startswith(("tensorflow", "keras", "tf_keras")) or qualname.startswith("TensorFlowV2"):
+        if module.startswith(("tensorflow", "keras", "tf_keras")) or qualname.startswith(("TensorFlowV2", "Keras")):
             return "tensorflow"
     raise TypeError(
         f"Cannot tell the framework of {type(obj).__name__}: expected an ART PyTorch or TensorFlowV2 estimator, "

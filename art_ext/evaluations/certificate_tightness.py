@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from art_ext.backend import get_backend
-from art_ext.estimators.certification.lipschitz import LipschitzCertifier, preprocessing_factor
+from art_ext.estimators.certification.classifier_graph import preprocessing_factor
+from art_ext.estimators.certification.lipschitz import LipschitzCertifier
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 
 logger = logging.getLogger(__name__)
@@ -167,15 +168,17 @@ class CertificateTightnessAnalysis:
     # ------------------------------------------------------------------ (B)
     def global_lipschitz(self) -> tuple[float | None, str]:
         """``(L_global, how)``, or ``(None, reason)`` when the network is not a small dense ReLU network."""
+        self.certifier.layer_bounds()  # recomputes the graph if the weights changed
+        graph = self.certifier.graph
         weights, hidden = [], []
-        for record in self.certifier.records:
-            if record.kind == "dense":
-                weights.append(np.asarray(record.weight, dtype=np.float64))
-            elif record.kind == "constant" and record.note == "linear-identity":
+        if not graph.is_chain():
+            return None, "only dense ReLU chains are enumerated; this graph has branches"
+        for record in graph.nodes[1:]:
+            if record.kind == "meta" or (record.kind == "constant" and record.note in ("identity", "preprocessing")):
                 continue
-            elif record.kind == "constant" and "relu" in record.name.lower() and record.factor == 1.0:
-                if "leaky" in record.name.lower():
-                    return None, f"layer {record.name} is not a plain ReLU"
+            if record.kind == "dense" and len(record.in_shape) == 1:
+                weights.append(np.asarray(record.weight, dtype=np.float64))
+            elif record.kind == "constant" and record.note == "relu":
                 hidden.append(weights[-1].shape[0] if weights else 0)
             else:
                 return None, f"only dense ReLU networks are enumerated; {record.name} is not one of their layers"
@@ -287,8 +290,8 @@ class CertificateTightnessAnalysis:
             raise ValueError(f"`x` must have shape (nb_samples, {tuple(self.classifier.input_shape)}), got {x.shape}.")
         if y is not None:
             check_labels(y, self.classifier.nb_classes, len(x))
+        pred, certified = self.certifier.certify(x, self.batch_size)  # checks the graph against the model on x
         logits = self.certifier.logits(x, self.batch_size)
-        pred, certified = self.certifier.radii_from_logits(logits)
         top2 = np.sort(logits, axis=1)[:, -2:]
         margins = top2[:, 1] - top2[:, 0]
         slack = self.certifier.float_tolerance * (1.0 + np.abs(logits).max(1))

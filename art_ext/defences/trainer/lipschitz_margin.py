@@ -16,14 +16,8 @@ from art.defences.trainer.trainer import Trainer
 from tqdm.auto import trange
 
 from art_ext.backend import get_backend
-from art_ext.estimators.certification.lipschitz import (
-    PowerIterationState,
-    _check_classifier,
-    estimate_chain_bound,
-    parse_classifier,
-    preprocessing_factor,
-    split_last_dense,
-)
+from art_ext.estimators.certification.classifier_graph import _check_classifier, build_graph
+from art_ext.estimators.certification.graph import LipschitzGraph, PowerIterationState
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 
 logger = logging.getLogger(__name__)
@@ -36,10 +30,12 @@ class LipschitzMarginTrainer(Trainer):
     Lipschitz-margin training (Tsuzuku et al., 2018). Each step minimises the cross-entropy of
     ``f(x) + c_t * K(x)``, where ``K_j = sqrt(2) L`` for every non-target class ``j`` (``pairwise=False``, the paper's
     form) or ``K_j = ||w_y - w_j|| L_prev`` with the rows ``w`` of the last dense layer (``pairwise=True``, the
-    tighter form :class:`~art_ext.estimators.certification.LipschitzCertifier` certifies with). ``L`` is the product of
-    per-layer estimates: one power-iteration step per dense/convolution layer with persistent vectors
-    (differentiable, so the penalty also shrinks the weights' spectral norms), ``|gamma| / sqrt(var + eps)`` for batch
-    norms and the constants of the other layers. ``c_t`` grows linearly from 0 to ``c`` over the first
+    tighter form :class:`~art_ext.estimators.certification.LipschitzCertifier` certifies with). ``L`` follows the
+    model's computation graph exactly as the certifier reads it (``torch.fx`` / Keras functional graph, verified
+    against the model's outputs before training): one power-iteration step per dense/convolution node with persistent
+    vectors (differentiable, so the penalty also shrinks the weights' spectral norms), ``|gamma| / sqrt(var + eps)``
+    for batch norms, the constants of the other nodes, sums over residual branches and root sums of squares over
+    concatenations. Any model the certifier accepts can be trained; any other is refused before training. ``c_t`` grows linearly from 0 to ``c`` over the first
     ``warmup_epochs`` epochs. Power iteration approaches each norm from below: certify the trained model with
     :class:`~art_ext.estimators.certification.LipschitzCertifier`, which uses guaranteed bounds.
 
@@ -58,7 +54,8 @@ class LipschitzMarginTrainer(Trainer):
         verbose: bool = True,
     ) -> None:
         """
-        :param classifier: ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` outputting logits; trained in place.
+        :param classifier: ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or ``KerasClassifier`` outputting
+                           logits; trained in place.
         :param c: Target certified l2 radius (the margin scale).
         :param warmup_epochs: Epochs over which ``c`` grows linearly from 0 (0: full ``c`` from the first step).
         :param pairwise: Use the pairwise last-layer margin (when the logits come from a dense layer).
@@ -78,6 +75,7 @@ class LipschitzMarginTrainer(Trainer):
         self.verbose = verbose
         self.history: list[dict] = []
         self._check_params()
+        build_graph(classifier)  # refuse a model that cannot be certified before anything is spent
 
     def _check_params(self) -> None:
         check_positive(self.c, "c", allow_zero=True)
@@ -90,21 +88,21 @@ class LipschitzMarginTrainer(Trainer):
             raise TypeError("`verbose` must be a bool.")
 
     # ------------------------------------------------------------------ the margin term
-    def _margin_offsets(self, ops: Any, records: list, state: PowerIterationState, labels: Any) -> tuple[Any, Any]:
+    def _margin_offsets(self, ops: Any, graph: LipschitzGraph, state: PowerIterationState, labels: Any) -> tuple:
         """``(K, L)``: per-sample, per-class logit offsets ``(batch, nb_classes)`` and the Lipschitz estimate."""
         nb_classes = self.classifier.nb_classes
-        pre = preprocessing_factor(self.classifier)
-        head, last = split_last_dense(records)
+        last = graph.last_dense()
         one_hot = ops.one_hot(labels, nb_classes)
         if self.pairwise and last is not None:
-            l_prev = estimate_chain_bound(head, state) * pre
-            w = last.weight_fn()  # (nb_classes, features)
+            src, node = last
+            l_prev = graph.estimate(state, upto=src)
+            w = node.weight_fn()  # (nb_classes, features)
             w_y = ops.matmul(one_hot, w)
             diff = w_y[:, None, :] - w[None, :, :]
             dist = ops.sqrt(ops.sum(diff * diff, axis=-1) + 1e-12)
-            lipschitz = l_prev * state.spectral_norm(last)
+            lipschitz = l_prev * state.spectral_norm(node)
             return dist * l_prev * (1.0 - one_hot), lipschitz
-        lipschitz = estimate_chain_bound(records, state) * pre
+        lipschitz = graph.estimate(state)
         return (1.0 - one_hot) * (math.sqrt(2.0) * lipschitz), lipschitz
 
     # ------------------------------------------------------------------ training
@@ -132,7 +130,9 @@ class LipschitzMarginTrainer(Trainer):
         elif self.learning_rate is not None:
             ops.set_learning_rate(optimizer, self.learning_rate)
         rng = np.random.default_rng(self.random_state)
-        records = parse_classifier(self.classifier)
+        graph = build_graph(self.classifier)
+        # ART's predict-time preprocessing, which the graph holds as its first node (mean/std only; else refused)
+        preprocess = graph.nodes[1].forward if graph.nodes[1].note == "preprocessing" else (lambda t: t)
         state = PowerIterationState(ops, rng)
         steps_per_epoch = math.ceil(len(x) / batch_size)
         warmup_steps = self.warmup_epochs * steps_per_epoch
@@ -144,13 +144,14 @@ class LipschitzMarginTrainer(Trainer):
                 c_now = self.c
                 for start in range(0, len(x), batch_size):
                     idx = order[start : start + batch_size]
-                    xb, yb = ops.asarray(x[idx]), ops.asarray(y[idx], dtype="int64")
+                    xb = ops.asarray(x[idx], device=ops.device_of(self.classifier))
+                    yb = ops.asarray(y[idx], dtype="int64", device=ops.device_of(self.classifier))
                     c_now = self.c * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.c
                     aux: dict = {}
 
                     def loss_fn(xb=xb, yb=yb, c_now=c_now, aux=aux):
-                        logits = ops.forward(self.classifier, xb, training=True)
-                        offsets, lip = self._margin_offsets(ops, records, state, yb)
+                        logits = ops.call_model(model, preprocess(xb), training=True)
+                        offsets, lip = self._margin_offsets(ops, graph, state, yb)
                         aux["L"] = lip
                         return ops.cross_entropy(logits + c_now * offsets, yb)
 

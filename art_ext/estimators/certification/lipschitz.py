@@ -1,22 +1,26 @@
 """
 Sound l2 Lipschitz certification of ART classifiers (Lipschitz-margin certificates).
 
-The classifier's model is read into a framework-agnostic list of :class:`LayerRecord` (thin adapters in
-:mod:`art_ext.estimators.certification.lipschitz_layers`); the bound arithmetic below is written once.
-
-Two kinds of per-layer bound are computed from those records:
+The classifier's model is read into its real computation graph (``torch.fx`` tracing for PyTorch, the functional
+graph for Keras; :mod:`art_ext.estimators.certification.graph`), every node rebuilt from the extracted parameters.
+Before any certificate the rebuilt graph is run and compared with the classifier's own output, on random inputs in
+``clip_values`` when the graph is read and on the inputs of every :meth:`LipschitzCertifier.certify` call: a graph
+that does not compute what the model computes (hooks, custom ``forward`` methods, reused modules read once...) is an
+error, never a certificate. The bound arithmetic is written once:
 
 * **Sound bounds** (used by :class:`LipschitzCertifier`), in float64 numpy: the exact largest singular value (SVD) of
   a dense layer; for a convolution, the exact spectral norm of the *circular* convolution on a grid of size
-  ``n + dilation * (k - 1)`` per spatial axis, i.e. the largest singular value over all frequencies of the
-  ``c_out x c_in`` DFT blocks of the kernel. The zero-padded (and strided) convolution equals a coordinate
-  restriction of that circular operator, so its norm is never larger. Batch normalisation (eval) following a
-  linear layer is folded into its weights. The product is multiplied by ``1 + float_tolerance`` and every margin is
-  reduced by ``float_tolerance * (1 + max |logit|)`` to absorb the float32 round-off of the network's own forward
-  pass.
+  ``n + dilation * (k - 1)`` per spatial axis, which dominates the zero-padded (and strided) convolution. Batch
+  normalisation (eval) following a linear layer is folded into its weights; average pooling of any geometry is
+  bounded by ``sqrt(max row sum * max column sum)``. Sums of branches add their bounds, concatenations take the root
+  of the sum of squares. The result is multiplied by ``1 + float_tolerance`` and every margin is reduced by
+  ``float_tolerance * (1 + max |logit|)`` to absorb float32 round-off.
 * **Differentiable estimates** (used by :class:`~art_ext.defences.trainer.LipschitzMarginTrainer`): one
-  power-iteration step per linear layer with persistent vectors, written against :mod:`art_ext.backend`. Power
-  iteration approaches the norm from below, so these are never used for a certificate.
+  power-iteration step per linear node with persistent vectors, following the same graph. Power iteration approaches
+  the norm from below, so these are never used for a certificate.
+
+The weights are fingerprinted when the bound is computed and again at every call: a certificate of a model that has
+changed since is never issued (the graph and its bounds are recomputed).
 
 | Paper link: https://arxiv.org/abs/1802.04034
 """
@@ -25,219 +29,39 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from art_ext.backend import framework_of, get_backend
+from art_ext.backend import get_backend
+from art_ext.estimators.certification.classifier_graph import (  # noqa: F401 (re-exported)
+    _check_classifier,
+    build_graph,
+    fingerprint,
+    preprocessing_affine,
+    preprocessing_factor,
+    verify_graph,
+)
+from art_ext.estimators.certification.graph import (
+    LayerRecord,
+    PowerIterationState,
+    conv_spectral_bound,
+    sound_layer_bound,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LayerRecord", "LipschitzCertifier", "conv_spectral_bound", "sound_layer_bound"]
+#: Rows per call of the rebuilt graph when certify checks it against the classifier's outputs.
+CHECK_CHUNK = 128
 
-
-@dataclass
-class LayerRecord:
-    """
-    One layer of a model as the bound arithmetic sees it.
-
-    ``kind`` is one of:
-
-    * ``"dense"``: ``weight`` of shape ``(out, in)``; ``apply`` maps a batch to the bias-free output.
-    * ``"conv"``: ``weight`` of shape ``(c_out, c_in / groups, kh, kw)``, ``in_spatial``, ``dilation``, ``groups``.
-    * ``"bn"``: batch normalisation in eval mode; ``scale`` is ``gamma / sqrt(var + eps)`` per channel and
-      ``scale_fn`` returns it as a framework tensor (for training).
-    * ``"constant"``: a non-linear or parameter-free layer with Lipschitz constant ``factor`` (activations,
-      pooling, flatten, dropout...).
-    * ``"residual"``: ``branches`` is a list of record lists whose outputs are summed.
-    """
-
-    kind: str
-    name: str
-    weight: np.ndarray | None = None
-    in_shape: tuple[int, ...] = ()
-    in_spatial: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    apply: Callable[[Any], Any] | None = None
-    weight_fn: Callable[[], Any] | None = None
-    scale: np.ndarray | None = None
-    scale_fn: Callable[[], Any] | None = None
-    factor: float = 1.0
-    note: str = ""
-    branches: list[list[LayerRecord]] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------------- sound bounds
-def conv_spectral_bound(weight: np.ndarray, in_spatial: tuple[int, int], dilation=(1, 1), groups: int = 1) -> float:
-    """
-    Guaranteed upper bound of the l2 operator norm of a 2-D convolution (any zero padding, any stride).
-
-    :param weight: Kernel ``(c_out, c_in / groups, kh, kw)``.
-    :param in_spatial: Input height and width.
-    :param dilation: Kernel dilation.
-    :param groups: Number of groups (the operator is block diagonal over groups).
-    :return: The exact norm of the circular convolution on a ``(h + dh (kh - 1)) x (w + dw (kw - 1))`` grid.
-    """
-    weight = np.asarray(weight, dtype=np.float64)
-    c_out, c_in_g, kh, kw = weight.shape
-    keh, kew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    grid = (int(in_spatial[0]) + keh - 1, int(in_spatial[1]) + kew - 1)
-    dilated = np.zeros((c_out, c_in_g, keh, kew))
-    dilated[:, :, :: dilation[0], :: dilation[1]] = weight
-    best = 0.0
-    per_group = c_out // groups
-    for g in range(groups):
-        spectrum = np.fft.fft2(dilated[g * per_group : (g + 1) * per_group], s=grid, axes=(2, 3))
-        blocks = spectrum.transpose(2, 3, 0, 1)  # (grid_h, grid_w, c_out, c_in)
-        best = max(best, float(np.linalg.svd(blocks, compute_uv=False).max()))
-    return best
-
-
-def sound_layer_bound(record: LayerRecord) -> float:
-    """Guaranteed upper bound of one record's l2 Lipschitz constant (float64)."""
-    if record.kind == "dense":
-        return float(np.linalg.norm(np.asarray(record.weight, dtype=np.float64), 2))
-    if record.kind == "conv":
-        return conv_spectral_bound(record.weight, record.in_spatial, record.dilation, record.groups)
-    if record.kind == "bn":
-        return float(np.max(np.abs(record.scale)))
-    if record.kind == "constant":
-        return float(record.factor)
-    if record.kind == "residual":
-        return float(sum(sound_chain_bound(branch)[0] for branch in record.branches))
-    raise ValueError(f"Unknown layer record kind {record.kind!r} ({record.name}).")
-
-
-def _fold_batchnorm(records: list[LayerRecord]) -> list[LayerRecord]:
-    """Fold an eval-mode batch norm into the dense/conv layer right before it (a tighter bound than a product)."""
-    folded: list[LayerRecord] = []
-    for record in records:
-        prev = folded[-1] if folded else None
-        if record.kind == "bn" and prev is not None and prev.kind in ("dense", "conv") and prev.weight is not None:
-            scale = np.asarray(record.scale, dtype=np.float64)
-            if scale.size == prev.weight.shape[0]:
-                shape = (-1,) + (1,) * (prev.weight.ndim - 1)
-                folded[-1] = LayerRecord(
-                    **{
-                        **prev.__dict__,
-                        "weight": prev.weight * scale.reshape(shape),
-                        "name": f"{prev.name}+{record.name}",
-                    }
-                )
-                continue
-        folded.append(record)
-    return folded
-
-
-def sound_chain_bound(records: list[LayerRecord]) -> tuple[float, list[tuple[str, float]]]:
-    """Product of the sound per-layer bounds of a chain, and the per-layer table ``[(name, bound)]``."""
-    total, table = 1.0, []
-    for record in _fold_batchnorm(records):
-        bound = sound_layer_bound(record)
-        table.append((record.name, bound))
-        total *= bound
-    return total, table
-
-
-# ---------------------------------------------------------------------------------------------------- training
-class PowerIterationState:
-    """Persistent power-iteration vectors, one per linear layer, for the differentiable Lipschitz estimate."""
-
-    def __init__(self, ops: Any, rng: np.random.Generator) -> None:
-        self.ops = ops
-        self.rng = rng
-        self.vectors: dict[int, Any] = {}
-
-    def spectral_norm(self, record: LayerRecord) -> Any:
-        """One power-iteration step on ``record.apply``; returns ``u^T A v`` (differentiable in the weights)."""
-        ops = self.ops
-        key = id(record)
-        if key not in self.vectors:
-            self.vectors[key] = ops.l2_normalize(ops.random_normal((1,) + tuple(record.in_shape), self.rng))
-        v = self.vectors[key]
-        u = ops.stop_gradient(ops.l2_normalize(record.apply(v)))
-        _, (grad,) = ops.value_and_grad(lambda t: ops.sum(record.apply(t) * u), [v])
-        v = ops.stop_gradient(ops.l2_normalize(grad))
-        self.vectors[key] = v
-        u = ops.stop_gradient(ops.l2_normalize(record.apply(v)))
-        return ops.sum(u * record.apply(v))
-
-
-def estimate_chain_bound(records: list[LayerRecord], state: PowerIterationState) -> Any:
-    """Differentiable product of per-layer estimates (power iteration for linear layers)."""
-    ops = state.ops
-    total = None
-    for record in records:
-        if record.kind in ("dense", "conv"):
-            factor = state.spectral_norm(record)
-        elif record.kind == "bn":
-            factor = ops.max(ops.abs(record.scale_fn()))
-        elif record.kind == "residual":
-            branches = [estimate_chain_bound(branch, state) for branch in record.branches]
-            factor = branches[0]
-            for other in branches[1:]:
-                factor = factor + other
-        else:
-            if record.factor == 1.0:
-                continue
-            factor = record.factor
-        total = factor if total is None else total * factor
-    return 1.0 if total is None else total
-
-
-# ---------------------------------------------------------------------------------------------------- model parsing
-def _check_classifier(classifier: Any) -> str:
-    from art.estimators.classification.classifier import ClassifierMixin
-
-    if not isinstance(classifier, ClassifierMixin):
-        raise TypeError(
-            f"`classifier` must be an ART PyTorchClassifier or TensorFlowV2Classifier, got {type(classifier).__name__}."
-        )
-    try:
-        return framework_of(classifier)
-    except TypeError as err:
-        raise TypeError(f"`classifier`: {err}") from err
-
-
-def preprocessing_factor(classifier: Any) -> float:
-    """Lipschitz constant of ART's preprocessing: ``1 / min |std|`` for mean/std standardisation, else an error."""
-    factor = 1.0
-    for op in getattr(classifier, "preprocessing_operations", None) or []:
-        name = type(op).__name__
-        if name.startswith("StandardisationMeanStd"):
-            std = np.abs(np.asarray(op.std, dtype=np.float64))
-            if np.any(std == 0):
-                raise ValueError("`classifier` preprocessing has a zero standard deviation.")
-            factor /= float(std.min())
-        else:
-            raise TypeError(
-                f"`classifier` has preprocessing {name}, whose Lipschitz constant is unknown; only ART's mean/std "
-                "standardisation is supported."
-            )
-    return factor
-
-
-def parse_classifier(classifier: Any) -> list[LayerRecord]:
-    """Layer records of an ART classifier's model (thin framework adapters)."""
-    framework = _check_classifier(classifier)
-    from art_ext.estimators.certification import lipschitz_layers
-
-    if framework == "pytorch":
-        return lipschitz_layers.parse_torch(classifier.model, tuple(classifier.input_shape))
-    return lipschitz_layers.parse_keras(classifier.model, tuple(classifier.input_shape))
-
-
-def split_last_dense(records: list[LayerRecord]) -> tuple[list[LayerRecord], LayerRecord | None]:
-    """``(records before the last dense layer, last dense layer)`` when the logits are a dense layer's output."""
-    for i in range(len(records) - 1, -1, -1):
-        record = records[i]
-        if record.kind == "dense":
-            return records[:i], record
-        if not (record.kind == "constant" and record.factor == 1.0 and record.note == "linear-identity"):
-            break
-    return records, None
+__all__ = [
+    "LayerRecord",
+    "LipschitzCertifier",
+    "PowerIterationState",
+    "build_graph",
+    "conv_spectral_bound",
+    "sound_layer_bound",
+]
 
 
 # ---------------------------------------------------------------------------------------------------- certifier
@@ -245,75 +69,110 @@ class LipschitzCertifier:
     """
     Sound l2 robustness certificates from a guaranteed upper bound ``L`` of the logit map's Lipschitz constant: the
     prediction ``t`` at ``x`` cannot change under any perturbation with l2 norm below ``margin / (sqrt(2) L)``, with
-    ``margin = f_t(x) - max_{j != t} f_j(x)``. When the logits are the output of a dense layer with rows ``w_i``, the
-    tighter pairwise radius ``min_j (f_t - f_j) / (||w_t - w_j|| L_prev)`` is used, ``L_prev`` bounding the layers
-    before it.
+    ``margin = f_t(x) - max_{j != t} f_j(x)``. When the logits are the output of a dense layer on flat features with
+    rows ``w_i``, the tighter pairwise radius ``min_j (f_t - f_j) / (||w_t - w_j|| L_prev)`` is used, ``L_prev``
+    bounding the graph before it.
 
-    Supported layers (PyTorch and Keras): dense/linear, 2-D convolutions (zero padding, stride, dilation, groups),
-    batch normalisation in eval mode, ReLU, LeakyReLU, ELU, Tanh, Sigmoid, max/average pooling, global pooling,
-    flatten, dropout, :func:`art_ext.models.ResidualBlock`, and ART's mean/std preprocessing. Any other layer raises a
-    ``TypeError`` naming it.
+    The model's real computation graph is read (``torch.fx`` for PyTorch, the functional graph for Keras), bounded
+    node by node, and checked against the classifier's own outputs before any certificate. Certifiable: dense/linear
+    (on any axis), 2-D convolutions (zero padding, stride, dilation, groups), batch normalisation in eval mode,
+    ReLU/LeakyReLU/ELU/Tanh/Sigmoid/GELU/SiLU/Softplus, max/average/adaptive/global pooling, flatten/view/reshape,
+    dropout, sums and differences of branches (residual connections), concatenation, scaling by constants,
+    :func:`art_ext.models.ResidualBlock`, and ART's mean/std preprocessing. Anything else (discontinuous or
+    non-Lipschitz operations, postprocessing defences, other preprocessing) raises a ``TypeError`` naming it.
 
     | Paper link: https://arxiv.org/abs/1802.04034
     """
 
-    def __init__(self, classifier: Any, pairwise: bool = True, float_tolerance: float = 1e-5) -> None:
+    def __init__(
+        self, classifier: Any, pairwise: bool = True, float_tolerance: float = 1e-5, check_fraction: float = 0.1
+    ) -> None:
         """
-        :param classifier: ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` whose model outputs logits.
+        :param classifier: ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or ``KerasClassifier`` whose model
+                           outputs logits.
         :param pairwise: Use the pairwise last-layer radius when the logits come from a dense layer.
         :param float_tolerance: Relative slack added to ``L`` and (times ``1 + max |logit|``) removed from margins,
                                 to cover float32 round-off in the forward pass.
+        :param check_fraction: Fraction of the inputs of each :meth:`certify` call (at least 64 of them, drawn at
+                               random, rounded up to a multiple of 128 rows) on which the rebuilt graph is run and
+                               compared with the classifier's outputs; 1.0 checks every input (twice the cost of a
+                               prediction).
         """
         self.framework = _check_classifier(classifier)
         if not isinstance(pairwise, bool):
             raise TypeError("`pairwise` must be a bool.")
         if not (isinstance(float_tolerance, (int, float)) and 0 <= float_tolerance < 0.1):
             raise ValueError(f"`float_tolerance` must be in [0, 0.1), got {float_tolerance!r}.")
+        if not (isinstance(check_fraction, (int, float)) and 0 < check_fraction <= 1):
+            raise ValueError(f"`check_fraction` must be in (0, 1], got {check_fraction!r}.")
         self.classifier = classifier
+        self.check_fraction = float(check_fraction)
+        self._rng = np.random.default_rng(0)
         self.pairwise = pairwise
         self.float_tolerance = float(float_tolerance)
         self.ops = get_backend(classifier)
-        self.records = parse_classifier(classifier)
+        self._fingerprint = None
+        self.refresh()
 
     # -------------------------------------------------------------- bounds
     def refresh(self) -> None:
-        """Re-read the model's weights (call after training the classifier further)."""
-        self.records = parse_classifier(self.classifier)
+        """Re-read the model and recompute the bounds (done automatically whenever the weights have changed)."""
+        _check_classifier(self.classifier)
+        self.graph = build_graph(self.classifier)
+        self._bounds, self._table = self.graph.sound_bounds()
+        self._fingerprint = fingerprint(self.classifier, self.framework)
+
+    def _current(self) -> None:
+        """Recompute the graph and its bounds if the model changed since they were computed."""
+        if fingerprint(self.classifier, self.framework) != self._fingerprint:
+            logger.info("The classifier's weights changed since the bound was computed; recomputing it.")
+            self.refresh()
+
+    @property
+    def records(self) -> list[LayerRecord]:
+        """The nodes of the model's computation graph (topological order), as last read."""
+        return self.graph.nodes
 
     def layer_bounds(self) -> list[tuple[str, float]]:
-        """Sound per-layer bounds ``[(layer, bound)]`` (batch norms folded into the layer before them)."""
-        table = [("preprocessing", preprocessing_factor(self.classifier))]
-        return table + sound_chain_bound(self.records)[1]
+        """Sound per-node factors ``[(node, bound)]`` (batch norms folded into the layer before them)."""
+        self._current()
+        return list(self._table)
 
     def lipschitz_bound(self) -> float:
         """
-        A guaranteed upper bound of the l2 Lipschitz constant of the logit map (input to logits).
+        A guaranteed upper bound of the l2 Lipschitz constant of the logit map (input to logits), for the weights
+        the model holds now.
 
         :return: ``L`` as a float.
         """
-        total, _ = sound_chain_bound(self.records)
-        return float(total * preprocessing_factor(self.classifier) * (1.0 + self.float_tolerance))
+        self._current()
+        return float(self._bounds[self.graph.output] * (1.0 + self.float_tolerance))
 
     def _pairwise_parts(self) -> tuple[np.ndarray, float] | None:
-        head, last = split_last_dense(self.records)
+        last = self.graph.last_dense()
         if not self.pairwise or last is None:
             return None
-        w = np.asarray(last.weight, dtype=np.float64)
+        src, node = last
+        w = np.asarray(node.weight, dtype=np.float64)
         diff = np.sqrt(((w[:, None, :] - w[None, :, :]) ** 2).sum(-1))
-        l_prev = sound_chain_bound(head)[0] * preprocessing_factor(self.classifier) * (1.0 + self.float_tolerance)
-        return diff, l_prev
+        return diff, self._bounds[src] * (1.0 + self.float_tolerance)
 
     # -------------------------------------------------------------- certificates
     def logits(self, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """Logits of the classifier in batches, as float64."""
-        outs = [
-            np.asarray(self.classifier.predict(x[i : i + batch_size], batch_size=batch_size), dtype=np.float64)
-            for i in range(0, len(x), batch_size)
-        ]
-        return np.concatenate(outs) if outs else np.zeros((0, self.classifier.nb_classes))
+        if len(x) == 0:
+            return np.zeros((0, self.classifier.nb_classes))
+        return np.asarray(self.classifier.predict(x, batch_size=batch_size), dtype=np.float64)
 
     def radii_from_logits(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions and certified radii from precomputed logits ``(nb_samples, nb_classes)``."""
+        """
+        Predictions and certified radii from the classifier's logits ``(nb_samples, nb_classes)`` for the weights it
+        holds now (prefer :meth:`certify`, which also checks the graph against the model on the inputs).
+        """
+        self._current()
+        return self._radii(logits)
+
+    def _radii(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = np.asarray(logits, dtype=np.float64)
         pred = logits.argmax(1)
         rows = np.arange(len(logits))
@@ -327,14 +186,15 @@ class LipschitzCertifier:
                 denom = diff[pred] * l_prev
                 ratio = np.where(denom > 0, gaps / denom, np.where(gaps > 0, np.inf, 0.0))
             else:
-                ratio = gaps / (math.sqrt(2.0) * self.lipschitz_bound())
+                ratio = gaps / (math.sqrt(2.0) * self._bounds[self.graph.output] * (1.0 + self.float_tolerance))
         ratio[rows, pred] = np.inf
         radius = ratio.min(1) if logits.shape[1] > 1 else np.full(len(logits), np.inf)
         return pred, radius.astype(np.float32)
 
     def certify(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """
-        Predict and certify.
+        Predict and certify. The graph the bound was computed on is run on (a random ``check_fraction`` of) `x` and
+        compared with the classifier's outputs first; a mismatch raises a ``TypeError`` instead of a certificate.
 
         :param x: Inputs ``(nb_samples, ...)`` in the classifier's input shape.
         :param batch_size: Batch size of the forward passes.
@@ -349,7 +209,17 @@ class LipschitzCertifier:
         check_finite(x, "x")
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-        return self.radii_from_logits(self.logits(x, batch_size))
+        self._current()
+        logits = self.logits(x, batch_size)
+        # Checked in chunks of exactly CHECK_CHUNK rows (a short draw is padded by repeating rows), so that a
+        # compiled graph is traced once.
+        count = min(len(x), max(64, math.ceil(self.check_fraction * len(x))))
+        chosen = np.sort(self._rng.choice(len(x), size=count, replace=False)) if count < len(x) else np.arange(len(x))
+        chosen = np.resize(chosen, -(-count // CHECK_CHUNK) * CHECK_CHUNK)
+        for i in range(0, len(chosen), CHECK_CHUNK):
+            rows = chosen[i : i + CHECK_CHUNK]
+            verify_graph(self.graph, self.classifier, x[rows], logits[rows], compiled=True)
+        return self._radii(logits)
 
     def certified_accuracy(self, x: np.ndarray, y: np.ndarray, radius: float, batch_size: int = 128) -> float:
         """Fraction of inputs classified correctly with a certified radius of at least `radius`."""

@@ -1,0 +1,452 @@
+"""
+A hostile-model zoo for LipschitzCertifier: every model is either refused with a TypeError naming what cannot be
+bounded, or certified soundly (no flip under a strong margin PGD at 0.99 x radius, no input Jacobian norm above the
+bound). Numbers in the names refer to the cases of the certificates issue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lipschitz_checks import input_jacobian_norms, layer_jacobian_norm, pgd_flips
+
+from art_ext.defences.trainer import LipschitzMarginTrainer
+from art_ext.estimators.certification import LipschitzCertifier
+from art_ext.models import make_classifier
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SHAPE = {"pytorch": (1, 8, 8), "tensorflow": (8, 8, 1)}
+
+
+def _seed(framework, seed=0):
+    from art_ext.utils.seed import set_seed
+
+    set_seed(seed, framework)
+
+
+def assert_sound(clf, x, min_certified=8):
+    """Certified radii are finite and positive, PGD at 0.99 x radius flips nothing, Jacobians stay below L."""
+    cert = LipschitzCertifier(clf)
+    pred, radius = cert.certify(x)
+    keep = radius > 0
+    assert np.all(np.isfinite(radius)) and keep.sum() >= min_certified, radius
+    bound = cert.lipschitz_bound()
+    assert np.all(input_jacobian_norms(clf, x[:4]) <= bound)
+    flips = pgd_flips(clf, x[keep], pred[keep], 0.99 * radius[keep], steps=30, restarts=1)
+    assert not flips.any(), f"{flips.sum()} certified predictions changed within 0.99 x radius"
+    return cert
+
+
+@pytest.fixture(scope="module")
+def x(digits):
+    return digits[1][0][:16]
+
+
+# ------------------------------------------------------------------------------------------------ models
+def torch_models():
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Scaled(nn.Linear):  # (3) a Linear subclass with its own forward
+        def forward(self, x):
+            return 3.0 * super().forward(x)
+
+    class Squared(nn.Linear):
+        def forward(self, x):
+            y = super().forward(x)
+            return y * y
+
+    class Reordered(nn.Sequential):  # (3) a Sequential subclass that does not run its children in order
+        def forward(self, x):
+            return self[3](self[2](4.0 * self[1](self[0](x))))
+
+    class ReLU(nn.Module):  # (7) a module *named* ReLU computing 20 relu
+        def forward(self, x):
+            return 20 * F.relu(x)
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Linear(64, 16), nn.Linear(64, 16), nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = torch.flatten(x, 1)
+            return self.fc(torch.cat([F.relu(self.a(x)), torch.tanh(self.b(x))], dim=1))
+
+    class Controlled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    class BatchMixing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            return self.fc(x - x.mean(0, keepdim=True))
+
+    class BasicBlock(nn.Module):  # torchvision's ResNet block: conv-bn-relu-conv-bn, + x, relu
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.BatchNorm2d(1)
+            self.conv2, self.bn2 = nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.BatchNorm2d(1)
+            self.fc = nn.Linear(64, 10)
+            for bn in (self.bn1, self.bn2):
+                bn.running_var.fill_(0.25)
+                bn.running_mean.fill_(0.1)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = F.relu(self.bn2(self.conv2(out)) + x)
+            return self.fc(out.flatten(1))
+
+    class Bottleneck(nn.Module):  # torchvision style: a reused in-place ReLU, `out += identity`, a downsample
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            identity = self.downsample(x)
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            out += identity
+            return self.relu(out)
+
+    class TorchvisionStyle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1, self.relu = nn.Conv2d(1, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(True)
+            self.maxpool, self.layer1 = nn.MaxPool2d(3, 2, 1), Bottleneck(8, 16, 2)
+            self.avgpool, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    class InPlace(nn.Module):  # an in-place ELU(alpha=3) that also rewrites the skip branch's tensor
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 10)
+
+        def forward(self, x):
+            h = self.fc1(torch.flatten(x, 1))
+            return self.fc2(F.elu(h, 3.0, True) + h)
+
+    class Transposed(nn.Module):  # .T moves the batch axis: read as an attribute, not as a shape
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(x, 1).T.T)
+
+    tied = nn.Linear(16, 16)
+    with torch.no_grad():
+        tied.weight.mul_(3.0)
+    hooked = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    hooked[1].register_forward_hook(lambda module, inputs, output: 5.0 * output)
+    one_pixel = nn.Sequential(
+        nn.AvgPool2d(8), nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False), nn.Flatten(), nn.Linear(4, 10)
+    )
+    return {
+        "1_tied_weights": nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), tied, nn.ReLU(), tied, nn.Linear(16, 10)
+        ),
+        "2_linear_on_rows": nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)),
+        "2_logits_on_rows": nn.Sequential(nn.Flatten(2), nn.Linear(64, 10)),
+        "3_subclass_forward": nn.Sequential(nn.Flatten(), Scaled(64, 10)),
+        "3_subclass_product": nn.Sequential(nn.Flatten(), Squared(64, 10)),
+        "3_sequential_subclass": Reordered(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)),
+        "3_forward_hook": hooked,
+        "5_threshold": nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Threshold(0.5, 0.0), nn.Linear(16, 10)),
+        "6_one_pixel_avgpool": one_pixel,
+        "7_module_named_relu": nn.Sequential(nn.Flatten(), nn.Linear(64, 16), ReLU(), nn.Linear(16, 10)),
+        "concatenation": Branchy(),
+        "control_flow": Controlled(),
+        "batch_mixing": BatchMixing(),
+        "tensor_attribute": Transposed(),
+        "in_place_alias": InPlace(),
+        "torchvision_style": TorchvisionStyle(),
+        "resnet_basic_block": BasicBlock(),
+        "prelu": nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.PReLU(), nn.Linear(16, 10)),
+    }
+
+
+def keras_models():
+    import keras
+    from keras import layers
+
+    class Loud(layers.Dense):  # (3) a Dense subclass with its own call
+        def call(self, x):
+            return 5.0 * super().call(x)
+
+    def relu(x):  # (7) a function *named* relu computing 20 relu
+        return 20.0 * keras.activations.relu(x)
+
+    def functional(build):
+        inp = keras.Input(SHAPE["tensorflow"])
+        return keras.Model(inp, build(inp))
+
+    def tied(inp):
+        h = layers.Dense(16, activation="relu")(layers.Flatten()(inp))
+        shared = layers.Dense(16, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0))
+        return layers.Dense(10)(shared(layers.ReLU()(shared(h))))
+
+    def rows(inp):
+        h = layers.Dense(8, activation="relu")(layers.Reshape((8, 8))(inp))
+        return layers.Dense(10)(layers.Flatten()(h))
+
+    def branches(inp):
+        flat = layers.Flatten()(inp)
+        h = layers.Concatenate()([layers.Dense(16, activation="relu")(flat), layers.Dense(16, activation="tanh")(flat)])
+        h = h + 0.5 * layers.Dense(32)(h)
+        return layers.Dense(10)(h)
+
+    def product(inp):
+        h = layers.Dense(16)(layers.Flatten()(inp))
+        return layers.Dense(10)(h * h)
+
+    def one_pixel(inp):
+        h = layers.AveragePooling2D((8, 1))(inp)  # (1, 8, 1)
+        h = layers.AveragePooling2D(2, padding="same")(h)  # windows with 1 valid row
+        return layers.Dense(10)(layers.Flatten()(h))
+
+    def seq(*stack):
+        return keras.Sequential([keras.Input(SHAPE["tensorflow"]), *stack])
+
+    return {
+        "1_tied_weights": functional(tied),
+        "2_linear_on_rows": functional(rows),
+        "2_logits_on_rows": seq(layers.Reshape((2, 32)), layers.Dense(10)),
+        "3_subclass_forward": seq(layers.Flatten(), Loud(10)),
+        "3_subclass_product": functional(product),
+        "5_threshold": seq(layers.Flatten(), layers.Dense(16), layers.ReLU(threshold=1.0), layers.Dense(10)),
+        "6_one_pixel_avgpool": functional(one_pixel),
+        "7_module_named_relu": seq(layers.Flatten(), layers.Dense(16), layers.Activation(relu), layers.Dense(10)),
+        "concatenation": functional(branches),
+    }
+
+
+REFUSED = {
+    "2_logits_on_rows": "shape",
+    "3_subclass_product": "product|Multiply",
+    "3_forward_hook": "reproduce",
+    "3_sequential_subclass": "Sequential",
+    "5_threshold": "discontinuous|Threshold",
+    "control_flow": "trace",
+    "batch_mixing": "batch",
+    "prelu": "PReLU",
+    "tensor_attribute": "attribute",
+    "in_place_alias": "reproduce",
+}
+KERAS_REFUSED = {"3_subclass_forward": "Loud", "7_module_named_relu": "relu"}
+CERTIFIED = [
+    "1_tied_weights",
+    "2_linear_on_rows",
+    "3_subclass_forward",
+    "6_one_pixel_avgpool",
+    "7_module_named_relu",
+    "concatenation",
+    "resnet_basic_block",
+    "torchvision_style",
+]
+CASES = sorted(set(REFUSED) | set(CERTIFIED))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_model_is_refused_or_certified_soundly(framework, case, x):
+    _seed(framework)
+    zoo = torch_models() if framework == "pytorch" else keras_models()
+    if case not in zoo:
+        pytest.skip(f"no {framework} form of {case}")
+    clf = make_classifier(zoo[case], input_shape=SHAPE[framework])
+    refused = REFUSED.get(case) or (KERAS_REFUSED.get(case) if framework == "tensorflow" else None)
+    if refused:
+        with pytest.raises(TypeError, match=refused):
+            LipschitzCertifier(clf)
+        with pytest.raises(TypeError, match=refused):
+            LipschitzMarginTrainer(clf)
+        return
+    cert = assert_sound(clf, x)
+    if case == "6_one_pixel_avgpool":
+        pools = [n for n in cert.records if n.note == "avgpool"]
+        for node in pools:
+            assert node.factor >= layer_jacobian_norm(cert.ops, _linear_view(node)) * (1 - 1e-6)
+
+
+def _linear_view(node):
+    """A pooling node seen as a linear map (it has no bias)."""
+    from art_ext.estimators.certification import LayerRecord
+
+    return LayerRecord(kind="constant", name=node.name, in_shape=node.in_shape, apply=node.forward)
+
+
+# ------------------------------------------------------------------------------------------------ (4) postprocessing
+@pytest.mark.parametrize("defence", ["Rounded", "GaussianNoise"])
+def test_postprocessing_defences_are_refused(framework, defence):
+    from art.defences import postprocessor
+
+    clf = make_classifier(torch_or_keras_mlp(framework), input_shape=SHAPE[framework])
+    clf.set_params(postprocessing_defences=[getattr(postprocessor, defence)()])
+    with pytest.raises(TypeError, match="postprocessing"):
+        LipschitzCertifier(clf)
+    with pytest.raises(TypeError, match="postprocessing"):
+        LipschitzMarginTrainer(clf)
+
+
+def test_predict_time_preprocessing_defence_refused_fit_time_one_ignored(framework, x):
+    from art.defences.preprocessor import GaussianAugmentation, SpatialSmoothing
+
+    clf = make_classifier(torch_or_keras_mlp(framework), input_shape=SHAPE[framework])
+    plain = LipschitzCertifier(clf).certify(x)[1]
+    clf.set_params(preprocessing_defences=[SpatialSmoothing(channels_first=framework == "pytorch")])
+    with pytest.raises(TypeError, match="SpatialSmoothing"):
+        LipschitzCertifier(clf)
+    # applied at fit time only, as ART's predict ignores it: the certificate is that of the plain model
+    clf.set_params(preprocessing_defences=[GaussianAugmentation(sigma=0.1, apply_fit=True, apply_predict=False)])
+    np.testing.assert_allclose(LipschitzCertifier(clf).certify(x)[1], plain, rtol=1e-6)
+
+
+def torch_or_keras_mlp(framework):
+    _seed(framework)
+    if framework == "pytorch":
+        from torch import nn
+
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    import keras
+
+    return keras.Sequential(
+        [keras.Input(SHAPE[framework]), keras.layers.Flatten(), keras.layers.Dense(16, "relu"), keras.layers.Dense(10)]
+    )
+
+
+# ------------------------------------------------------------------------------------------------ (8) never stale
+def test_certificate_follows_continued_training(framework, digits, x):
+    (x_train, y_train), _, _, _ = digits
+    clf = make_classifier(torch_or_keras_mlp(framework), input_shape=SHAPE[framework])
+    cert = LipschitzCertifier(clf)
+    before = cert.lipschitz_bound()
+    clf.fit(x_train, y_train, nb_epochs=5, batch_size=64, verbose=False)
+    fresh = LipschitzCertifier(clf)
+    assert cert.lipschitz_bound() == pytest.approx(fresh.lipschitz_bound(), rel=1e-12)
+    assert abs(cert.lipschitz_bound() - before) > 1e-3 * before
+    np.testing.assert_array_equal(cert.certify(x)[1], fresh.certify(x)[1])
+    assert_sound(clf, x)
+
+
+@pytest.mark.only_with_framework("pytorch")
+def test_swapped_module_and_late_hook_are_caught(x):
+    import torch
+    from torch import nn
+
+    model = torch_or_keras_mlp("pytorch")
+    clf = make_classifier(model, input_shape=SHAPE["pytorch"])
+    cert = LipschitzCertifier(clf)
+    model[3] = nn.Linear(16, 10)  # a new module: new parameters, recomputed
+    with torch.no_grad():
+        model[3].weight.mul_(10.0)
+    assert cert.lipschitz_bound() == pytest.approx(LipschitzCertifier(clf).lipschitz_bound(), rel=1e-12)
+    model[1].register_forward_hook(lambda module, inputs, output: 3.0 * output)  # same weights, other function
+    with pytest.raises(TypeError, match="reproduce"):
+        cert.certify(x)
+
+
+# ------------------------------------------------------------------------------------------------ models people write
+def ordinary_models(framework):
+    """An ordinary functional-forward module / residual network / functional Keras model with an Add branch."""
+    _seed(framework)
+    if framework == "pytorch":
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+                self.fc1, self.fc2 = nn.Linear(16 * 4 * 4, 32), nn.Linear(32, 10)
+
+            def forward(self, x):
+                x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+                return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+        class Block(nn.Module):
+            def __init__(self, c):
+                super().__init__()
+                self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+            def forward(self, x):
+                return F.relu(self.conv2(F.relu(self.conv1(x))) + x)
+
+        class ResNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.stem, self.block = nn.Conv2d(1, 16, 3, padding=1), Block(16)
+                self.pool, self.fc = nn.AdaptiveAvgPool2d(2), nn.Linear(16 * 2 * 2, 10)
+
+            def forward(self, x):
+                x = self.pool(self.block(F.relu(self.stem(x))))
+                return self.fc(x.reshape(x.size(0), -1))
+
+        return {"ordinary": Net(), "residual": ResNet()}
+    import keras
+    from keras import layers
+
+    inp = keras.Input(SHAPE[framework])
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    branch = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(h))
+    h = layers.ReLU()(layers.Add()([h, branch]))
+    h = layers.Flatten()(layers.MaxPooling2D(2)(h))
+    return {"functional_add": keras.Model(inp, layers.Dense(10)(layers.Dense(32, activation="relu")(h)))}
+
+
+def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    standard = ordinary_models(framework)
+    for name, model in ordinary_models(framework).items():
+        clf = make_classifier(model, input_shape=SHAPE[framework], learning_rate=3e-3)
+        trainer = LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, random_state=0, verbose=False)
+        trainer.fit(x_train, y_train, nb_epochs=6, batch_size=128)
+        twin = make_classifier(standard[name], input_shape=SHAPE[framework], learning_rate=3e-3)
+        twin.fit(x_train, y_train, nb_epochs=6, batch_size=128, verbose=False)
+        accuracy = float(np.mean(clf.predict(x_test).argmax(1) == y_test))
+        assert accuracy >= 0.6, (name, accuracy)
+        cert = assert_sound(clf, x_test[:24], min_certified=12)
+        if name == "residual":
+            assert any(n.kind == "add" for n in cert.records)
+        # LMT did its job: a smaller bound and larger radii than the same network trained normally
+        twin_cert = LipschitzCertifier(twin)
+        radius, twin_radius = cert.certify(x_test)[1], twin_cert.certify(x_test)[1]
+        print(f"{name}: accuracy {accuracy:.3f}, L {cert.lipschitz_bound():.3g} vs {twin_cert.lipschitz_bound():.3g}")
+        assert cert.lipschitz_bound() < twin_cert.lipschitz_bound() / 2, name
+        assert np.median(radius) > 2 * np.median(twin_radius), name
+
+
+@pytest.mark.only_with_framework("tensorflow")
+def test_keras_classifier_is_certified_and_lmt_trained(digits):
+    """ART's KerasClassifier (Keras 3) is accepted by the certifier and the trainer."""
+    import keras
+    from art.estimators.classification import KerasClassifier
+
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    model = torch_or_keras_mlp("tensorflow")
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clf = KerasClassifier(model, clip_values=(0.0, 1.0), use_logits=True)
+    LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, learning_rate=3e-3, random_state=0, verbose=False).fit(
+        x_train, y_train, nb_epochs=8, batch_size=128
+    )
+    assert float(np.mean(clf.predict(x_test).argmax(1) == y_test)) >= 0.6
+    radius = LipschitzCertifier(clf).certify(x_test[:16])[1]
+    # the same model without ART's identity standardisation, for the attack (which runs the model directly)
+    twin = KerasClassifier(model, clip_values=(0.0, 1.0), use_logits=True, preprocessing=None)
+    np.testing.assert_allclose(assert_sound(twin, x_test[:16]).certify(x_test[:16])[1], radius, rtol=1e-6)
