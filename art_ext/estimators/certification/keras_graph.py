@@ -9,6 +9,7 @@ function identity (``fn is keras.activations.relu``), never by name. Subclassed 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from art_ext.estimators.certification.graph import LayerRecord, pool_cover, schur_factor
@@ -117,7 +118,9 @@ def _layer(layer: Any, inputs: list, nodes: list, ops: Any, name: str, args: tup
     import keras
     from keras import layers as L
 
-    from art_ext.models import tensorflow as tf_models
+    # art_ext's reference residual block (exact class): a layer of it exists only once its module was imported, so
+    # it is looked up without importing the reference models into the library.
+    residual_class = getattr(sys.modules.get("art_ext.models.tensorflow"), "_RESIDUAL_CLASS", None)
 
     t = type(layer)
     label = f"{name} ({t.__name__})"
@@ -149,7 +152,7 @@ def _layer(layer: Any, inputs: list, nodes: list, ops: Any, name: str, args: tup
         )
         return len(nodes) - 1
 
-    if tf_models._RESIDUAL_CLASS is not None and t is tf_models._RESIDUAL_CLASS:
+    if residual_class is not None and t is residual_class:
         body = _read(layer.body, src, nodes, ops, f"{name}.body")
         short = src if layer.shortcut is None else _read(layer.shortcut, src, nodes, ops, f"{name}.shortcut")
         return new("add", lambda a, b: a + b, ins=(body, short), extra={"same_shape": True})
