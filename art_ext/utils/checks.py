@@ -68,3 +68,22 @@ def check_labels(y: Any, nb_classes: int, n: int | None = None, name: str = "y")
     if n is not None and len(idx) != n:
         raise ValueError(f"`{name}` has {len(idx)} labels for {n} samples.")
     return idx.astype(np.int64)
+
+
+class ParameterValueError(ValueError, TypeError):
+    """
+    A bad hyper-parameter value. A ``ValueError`` as in ART's ``_check_params``; also a ``TypeError`` so that code
+    written when art_ext raised ``TypeError`` for non-numbers keeps working.
+    """
+
+
+def check_param(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
+    """
+    :func:`check_positive` raising :class:`ParameterValueError` (a ``ValueError``, as ART) for every bad value.
+
+    :raises ParameterValueError: When `value` is not a positive (or non-negative) number, or integer where required.
+    """
+    try:
+        check_positive(value, name, integer=integer, allow_zero=allow_zero)
+    except (TypeError, ValueError) as err:
+        raise ParameterValueError(str(err)) from None
