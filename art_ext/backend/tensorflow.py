@@ -100,7 +100,7 @@ class TensorFlowBackend(Backend):
         inner = getattr(optimizer, "optimizer", optimizer)
         if hasattr(inner, "build") and not getattr(inner, "built", True):
             inner.build(list(weights))
-        return self.tf.function(step, reduce_retracing=True)
+        return self.tf.function(step)
 
     def numpy_preprocessor(self, op: Any, x: Tensor) -> Tensor:
         tf = self.tf
@@ -249,7 +249,8 @@ class TensorFlowBackend(Backend):
         return self.tf.stack(list(xs), axis=axis)
 
     def shape(self, x):
-        return tuple(int(d) for d in x.shape)
+        # Inside a tf.function a dimension may be unknown at tracing: its dynamic size (a scalar tensor) then.
+        return tuple(int(d) if d is not None else self.tf.shape(x)[i] for i, d in enumerate(x.shape))
 
     def cast(self, x, dtype):
         return self.tf.cast(x, getattr(self.tf, dtype))

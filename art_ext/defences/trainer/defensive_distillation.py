@@ -306,6 +306,8 @@ class DefensiveDistillationTrainer(Trainer):
         :param batch_size: Batch size.
         :param validation_data: Optional ``(x_val, y_val)``: the student's accuracy on it after each epoch is
                                 recorded in ``history["validation"]`` and shown in the progress bar.
+        :param catch_interrupt: ``False`` lets Ctrl-C raise ``KeyboardInterrupt``; by default training stops with a
+                                warning, keeps the weights so far and sets :attr:`interrupted`.
         """
         check_value(nb_epochs, "nb_epochs", integer=True)
         check_value(batch_size, "batch_size", integer=True)
@@ -332,6 +334,7 @@ class DefensiveDistillationTrainer(Trainer):
                 output=infer_output(teacher, x, self.output),
                 verbose=self.verbose,
                 desc=f"teacher at T={self.temperature:g}",
+                catch_interrupt=kwargs.get("catch_interrupt"),
             )
             self.history["teacher"] = result.history
             self.teacher = teacher
@@ -352,6 +355,7 @@ class DefensiveDistillationTrainer(Trainer):
             verbose=self.verbose,
             desc=f"student at T={self.temperature:g}",
             on_epoch_end=on_epoch_end,
+            catch_interrupt=kwargs.get("catch_interrupt"),
         )
         self.history["student"] = result.history
         self.interrupted = result.interrupted
@@ -386,6 +390,7 @@ class DefensiveDistillationTrainer(Trainer):
                 output=infer_output(teacher, first_x, self.output),
                 verbose=self.verbose,
                 desc=f"teacher at T={self.temperature:g}",
+                catch_interrupt=kwargs.get("catch_interrupt"),
             )
             self.history["teacher"] = result.history
             self.teacher = teacher
@@ -409,6 +414,7 @@ class DefensiveDistillationTrainer(Trainer):
             verbose=self.verbose,
             desc=f"student at T={self.temperature:g}",
             on_epoch_end=on_epoch_end,
+            catch_interrupt=kwargs.get("catch_interrupt"),
         )
         self.history["student"] = result.history
         self.interrupted = result.interrupted
