@@ -119,3 +119,33 @@ def test_teacher_factory_is_used(framework, tabular_digits):
     trainer.fit(x_train[:256], y_train[:256], nb_epochs=1, batch_size=64)
     assert len(built) == 1 and trainer.teacher is built[0]
     assert trainer.teacher.nb_classes == NB_CLASSES
+
+
+@pytest.mark.only_with_framework("tensorflow")
+def test_uncloneable_keras_model_gets_advice_then_factory_works(tabular_digits):
+    import keras
+    import tensorflow as tf
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    class Init(keras.initializers.Initializer):  # not serialisable: Keras cannot clone the model
+        def __init__(self, scale):
+            self.scale = scale
+
+        def __call__(self, shape, dtype=None):
+            return tf.random.normal(shape) * self.scale
+
+    def build():
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, kernel_initializer=Init(0.1))])
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return TensorFlowV2Classifier(
+            model, 10, (64,), loss_object=loss, optimizer=keras.optimizers.Adam(1e-2), clip_values=(0.0, 1.0)
+        )
+
+    (x_train, y_train), (x_test, y_test) = tabular_digits
+    with pytest.raises(ValueError, match="teacher_factory"):
+        DefensiveDistillationTrainer(build(), temperature=2.0, verbose=False).fit(x_train[:64], y_train[:64], 1)
+    student = build()
+    DefensiveDistillationTrainer(student, temperature=2.0, teacher_factory=build, verbose=False).fit(
+        x_train, y_train, nb_epochs=10, batch_size=64
+    )
+    assert accuracy(student, x_test, y_test) >= 0.85

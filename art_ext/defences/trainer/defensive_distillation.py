@@ -259,10 +259,14 @@ class DefensiveDistillationTrainer(Trainer):
             get_backend(teacher)
             return teacher
         name = type(self.classifier).__name__
+        errors = []
         if name in ("PyTorchClassifier", "TensorFlowV2Classifier"):
             from art_ext.models import clone_classifier
 
-            return clone_classifier(self.classifier, reinitialise=True, seed=self.random_state)
+            try:
+                return clone_classifier(self.classifier, reinitialise=True, seed=self.random_state)
+            except Exception as err:  # noqa: BLE001 (fall back to ART's own cloning)
+                errors.append(str(err))
         try:
             if self.random_state is not None and get_backend(self.classifier).name == "tensorflow":
                 import keras
@@ -270,9 +274,10 @@ class DefensiveDistillationTrainer(Trainer):
                 keras.utils.set_random_seed(self.random_state)
             return self.classifier.clone_for_refitting()
         except Exception as err:  # noqa: BLE001 (any cloning failure gets the same advice)
+            errors.append(str(err))
             raise ValueError(
-                f"Cannot clone the student {name} to train a teacher ({err}); pass a fitted `teacher=` or "
-                "`teacher_factory=` (a function returning a fresh classifier)."
+                f"Cannot clone the student {name} to train a teacher ({'; '.join(errors)}); pass a fitted `teacher=` "
+                "or `teacher_factory=` (a function returning a fresh classifier)."
             ) from err
 
     def _validation(self, validation_data: Any, batch_size: int):
