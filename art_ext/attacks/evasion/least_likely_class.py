@@ -31,6 +31,10 @@ from art_ext.utils.outputs import predict_in_batches
 logger = logging.getLogger(__name__)
 
 
+#: Iterations used without ``clip_values`` when `max_iter` is not given: ART's ``BasicIterativeMethod`` default.
+ART_BIM_MAX_ITER = 100
+
+
 def kurakin_max_iter(eps_255: float) -> int:
     """
     Kurakin et al.'s number of iterations ``min(eps + 4, 1.25 * eps)`` for `eps` on the 0-255 scale, rounded up.
@@ -81,7 +85,7 @@ class LeastLikelyClassMethod(EvasionAttack):
         :param eps: l-inf budget, in input units (a number or an array broadcastable to the inputs).
         :param eps_step: Step size; ``None`` is one grey level, ``(clip_max - clip_min) / 255`` (needs ``clip_values``).
         :param max_iter: Number of iterations; ``None`` is ``min(eps_255 + 4, 1.25 * eps_255)`` with ``eps_255`` the
-            budget on the 0-255 scale (needs ``clip_values``).
+            budget on the 0-255 scale, or ART's BIM default of 100 without ``clip_values``.
         :param batch_size: Number of samples per gradient computation.
         :param verbose: Show progress bars.
         :param targeted: How ART pipelines score the result (``AutoAttack`` sets it): ``True`` compares with the
@@ -117,9 +121,14 @@ class LeastLikelyClassMethod(EvasionAttack):
 
     @property
     def effective_max_iter(self) -> int:
-        """The number of iterations used: `max_iter`, or Kurakin et al.'s rule on the 0-255 scale."""
+        """
+        The number of iterations used: `max_iter`, or Kurakin et al.'s rule on the 0-255 scale, or ART's BIM default
+        (100) for a classifier without ``clip_values``.
+        """
         if self.max_iter is not None:
             return int(self.max_iter)
+        if self._clip_width() is None:
+            return ART_BIM_MAX_ITER
         return kurakin_max_iter(float(np.max(self.eps)) / self._clip_width() * 255.0)
 
     def least_likely_class(self, x: np.ndarray) -> np.ndarray:
@@ -169,10 +178,10 @@ class LeastLikelyClassMethod(EvasionAttack):
                 raise ValueError("`eps` and `eps_step` must both be numbers or both be arrays (as in ART's BIM).")
         if self.max_iter is not None:
             check_value(self.max_iter, "max_iter", integer=True)
-        if (self.eps_step is None or self.max_iter is None) and self.estimator.clip_values is None:
+        if self.eps_step is None and self.estimator.clip_values is None:
             raise ValueError(
-                "`eps_step=None` and `max_iter=None` derive their values from the classifier's clip_values, which "
-                "are None: pass `eps_step` and `max_iter` explicitly."
+                "`eps_step=None` is one grey level of the classifier's clip_values, which are None: pass `eps_step` "
+                "explicitly."
             )
         check_value(self.batch_size, "batch_size", integer=True)
         check_flag(self.verbose, "verbose")
