@@ -322,48 +322,23 @@ class DefensiveDistillationTrainer(Trainer):
                 f"`x` has sample shape {x.shape[1:]}, the classifier expects {self.classifier.input_shape}."
             )
         nb_classes = self.classifier.nb_classes
-        labels = check_labels(y, nb_classes, n=len(x))
+        one_hot = np.eye(nb_classes, dtype=np.float32)[check_labels(y, nb_classes, n=len(x))]
         on_epoch_end = self._validation(validation_data, batch_size)
         rng = np.random.default_rng(self.random_state)
-        output = infer_output(self.classifier, x, self.output)
-        one_hot = np.eye(nb_classes, dtype=np.float32)[labels]
-        self.interrupted = False
 
-        if self.teacher is None:
-            teacher = self._new_teacher()
-            result = run_at_temperature(
-                teacher,
-                lambda epoch: array_batches((x, one_hot), batch_size, rng, teacher),
-                self.temperature,
-                self.teacher_epochs or nb_epochs,
-                output=infer_output(teacher, x, self.output),
-                verbose=self.verbose,
-                desc=f"teacher at T={self.temperature:g}",
-                catch_interrupt=kwargs.get("catch_interrupt"),
-            )
-            self.history["teacher"] = result.history
-            self.teacher = teacher
-            if result.interrupted:
-                self.interrupted = True
-                return
-            teacher_output = infer_output(teacher, x, self.output)
-        else:
-            teacher_output = self.teacher_output
-        self.soft_labels_ = soft_labels(self.teacher, x, self.temperature, teacher_output, batch_size)
-        arrays = (x, self.soft_labels_)
-        result = run_at_temperature(
-            self.classifier,
-            lambda epoch: array_batches(arrays, batch_size, rng, self.classifier),
-            self.temperature,
+        def soft(teacher_output):
+            self.soft_labels_ = soft_labels(self.teacher, x, self.temperature, teacher_output, batch_size)
+            arrays = (x, self.soft_labels_)
+            return lambda epoch: array_batches(arrays, batch_size, rng, self.classifier)
+
+        self._distil(
+            x,
+            lambda estimator: array_batches((x, one_hot), batch_size, rng, estimator),
+            soft,
             nb_epochs,
-            output=output,
-            verbose=self.verbose,
-            desc=f"student at T={self.temperature:g}",
-            on_epoch_end=on_epoch_end,
-            catch_interrupt=kwargs.get("catch_interrupt"),
+            on_epoch_end,
+            kwargs.get("catch_interrupt"),
         )
-        self.history["student"] = result.history
-        self.interrupted = result.interrupted
 
     def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs) -> None:
         """
@@ -373,53 +348,61 @@ class DefensiveDistillationTrainer(Trainer):
         :param generator: An ART ``DataGenerator``.
         :param nb_epochs: Epochs of the student (and of the teacher unless `teacher_epochs` is set).
         :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit`.
+        :param catch_interrupt: As in :meth:`fit`.
         """
         check_value(nb_epochs, "nb_epochs", integer=True)
         nb_classes = self.classifier.nb_classes
         first_x, _ = next(iter(generator_batches(generator)))
-        output = infer_output(self.classifier, first_x, self.output)
         on_epoch_end = self._validation(kwargs.get("validation_data"), generator.batch_size)
-        self.interrupted = False
 
         def hard(estimator):
             for xb, yb in generator_batches(generator, estimator):
                 yield xb, np.eye(nb_classes, dtype=np.float32)[check_labels(yb, nb_classes, len(xb))]
 
+        def soft(teacher_output):
+            def batches(epoch):
+                for xb, _ in generator_batches(generator, self.classifier):
+                    yield xb, soft_labels(self.teacher, xb, self.temperature, teacher_output, len(xb))
+
+            return batches
+
+        self._distil(first_x, hard, soft, nb_epochs, on_epoch_end, kwargs.get("catch_interrupt"))
+
+    def _distil(self, x_sample, hard, soft, nb_epochs, on_epoch_end, catch_interrupt) -> None:
+        """
+        The teacher (when none was given) on the batches ``hard(teacher)`` of hard labels, then the student on the
+        batches ``soft(teacher_output)(epoch)`` of soft labels, both at the temperature.
+        """
+        self.interrupted = False
+        teacher_output = self.teacher_output
         if self.teacher is None:
             teacher = self._new_teacher()
+            teacher_output = infer_output(teacher, x_sample, self.output)
             result = run_at_temperature(
                 teacher,
                 lambda epoch: hard(teacher),
                 self.temperature,
                 self.teacher_epochs or nb_epochs,
-                output=infer_output(teacher, first_x, self.output),
+                output=teacher_output,
                 verbose=self.verbose,
                 desc=f"teacher at T={self.temperature:g}",
-                catch_interrupt=kwargs.get("catch_interrupt"),
+                catch_interrupt=catch_interrupt,
             )
             self.history["teacher"] = result.history
             self.teacher = teacher
             if result.interrupted:
                 self.interrupted = True
                 return
-            teacher_output = infer_output(teacher, first_x, self.output)
-        else:
-            teacher_output = self.teacher_output
-
-        def soft(epoch):
-            for xb, _ in generator_batches(generator, self.classifier):
-                yield xb, soft_labels(self.teacher, xb, self.temperature, teacher_output, len(xb))
-
         result = run_at_temperature(
             self.classifier,
-            soft,
+            soft(teacher_output),
             self.temperature,
             nb_epochs,
-            output=output,
+            output=infer_output(self.classifier, x_sample, self.output),
             verbose=self.verbose,
             desc=f"student at T={self.temperature:g}",
             on_epoch_end=on_epoch_end,
-            catch_interrupt=kwargs.get("catch_interrupt"),
+            catch_interrupt=catch_interrupt,
         )
         self.history["student"] = result.history
         self.interrupted = result.interrupted
