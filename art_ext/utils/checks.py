@@ -41,6 +41,20 @@ def check_positive(value: Any, name: str, integer: bool = False, allow_zero: boo
         raise ValueError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'}, got {value!r}.")
 
 
+def check_param(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
+    """
+    :func:`check_positive` for hyper-parameters checked in ``_check_params``: every bad value raises a ``ValueError``
+    as in ART (:class:`ArgumentTypeError`, also a ``TypeError``, for a value of the wrong type).
+
+    :raises ArgumentTypeError: When `value` is not a number (or not an integer where one is required).
+    :raises ValueError: When it is not positive (non-negative with `allow_zero`).
+    """
+    try:
+        check_positive(value, name, integer=integer, allow_zero=allow_zero)
+    except TypeError as err:
+        raise ArgumentTypeError(str(err)) from None
+
+
 def check_labels(y: Any, nb_classes: int, n: int | None = None, name: str = "y") -> np.ndarray:
     """
     Normalise labels to int64 indices of shape ``(nb_samples,)``.
@@ -70,20 +84,95 @@ def check_labels(y: Any, nb_classes: int, n: int | None = None, name: str = "y")
     return idx.astype(np.int64)
 
 
-class ParameterValueError(ValueError, TypeError):
+class ArgumentTypeError(ValueError, TypeError):
     """
-    A bad hyper-parameter value. A ``ValueError`` as in ART's ``_check_params``; also a ``TypeError`` so that code
-    written when art_ext raised ``TypeError`` for non-numbers keeps working.
+    An argument of the wrong type. It is both a ``ValueError`` (what ART's ``_check_params`` raises for any bad
+    hyper-parameter) and a ``TypeError`` (what Python raises for a wrong type), so callers may catch either.
     """
 
 
-def check_param(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
+def check_flag(value: Any, name: str) -> None:
     """
-    :func:`check_positive` raising :class:`ParameterValueError` (a ``ValueError``, as ART) for every bad value.
+    :raises ArgumentTypeError: When `value` is not a bool (``0``, ``1``, ``"yes"`` and ``None`` are refused).
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"`{name}` must be True or False, got {value!r}.")
 
-    :raises ParameterValueError: When `value` is not a positive (or non-negative) number, or integer where required.
+
+def check_random_state(value: Any, name: str = "random_state", generator: bool = False) -> None:
     """
-    try:
-        check_positive(value, name, integer=integer, allow_zero=allow_zero)
-    except (TypeError, ValueError) as err:
-        raise ParameterValueError(str(err)) from None
+    A seed: ``None`` or a non-negative int (or a numpy ``Generator`` when `generator` is true).
+
+    :raises ArgumentTypeError: On any other type (a string, a float, a bool).
+    :raises ValueError: On a negative int.
+    """
+    if value is None or (generator and isinstance(value, np.random.Generator)):
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        kinds = "None, a non-negative int or a numpy Generator" if generator else "None or a non-negative int"
+        raise ArgumentTypeError(f"`{name}` must be {kinds}, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"`{name}` must be a non-negative int, got {value!r}.")
+
+
+def check_choice(value: Any, choices: Any, name: str) -> None:
+    """:raises ValueError: When `value` is not one of `choices` (named in the message)."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(repr(c) for c in choices)}; got {value!r}.")
+
+
+def check_classifier(classifier: Any, name: str = "classifier") -> None:
+    """:raises TypeError: When `classifier` is not an ART classifier with ``predict``."""
+    from art.estimators.classification.classifier import ClassifierMixin
+
+    if not isinstance(classifier, ClassifierMixin) or not hasattr(classifier, "predict"):
+        raise TypeError(f"`{name}` must be an ART classifier, got {type(classifier).__name__}.")
+
+
+def check_sample_shape(x: np.ndarray, input_shape: Any, name: str = "x") -> None:
+    """
+    :raises ValueError: When `x` is not a batch ``(nb_samples, *input_shape)``.
+    """
+    x = np.asarray(x)
+    expected = tuple(input_shape) if input_shape is not None else None
+    if x.ndim < 2:
+        raise ValueError(f"`{name}` must be a batch of shape (nb_samples, ...), got shape {x.shape}.")
+    if expected is not None and tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"`{name}` has sample shape {tuple(x.shape[1:])}, the classifier expects {expected} "
+            f"(a batch of shape (nb_samples, {', '.join(str(d) for d in expected)}))."
+        )
+
+
+#: Relative slack of :func:`check_clip_values` (float rounding of inputs scaled into the range).
+CLIP_TOLERANCE = 1e-5
+
+
+def check_clip_values(x: Any, clip_values: Any, name: str = "x") -> None:
+    """
+    Refuse inputs outside a classifier's ``clip_values`` (e.g. uint8 images in [0, 255] given to a model trained on
+    [0, 1]): attacks would clip them into the range, budgets would be measured from points the model never saw and
+    every number would be silently wrong. art_ext raises rather than warns, everywhere the same way.
+
+    :param x: Inputs.
+    :param clip_values: ``(min, max)`` of the classifier, or ``None`` (nothing is checked).
+    :param name: Name of the argument in the message.
+    :raises ValueError: When a value of `x` lies outside ``clip_values`` by more than a relative
+                        :data:`CLIP_TOLERANCE` of the range.
+    """
+    if clip_values is None:
+        return
+    low, high = (np.asarray(v, dtype=np.float64) for v in clip_values)
+    arr = np.asarray(x)
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
+        return
+    lo, hi = float(arr.min()), float(arr.max())
+    slack = CLIP_TOLERANCE * float(np.max(high - low)) if np.all(high > low) else 0.0
+    if np.any(arr < low - slack) or np.any(arr > high + slack):
+        hint = " (uint8 images? divide them by 255)" if hi > 1.5 and float(np.max(high)) <= 1.0 else ""
+        raise ValueError(
+            f"`{name}` holds values in [{lo:g}, {hi:g}], outside the classifier's clip_values "
+            f"[{float(np.min(low)):g}, {float(np.max(high)):g}]{hint}: scale `{name}` into that range or build the "
+            "classifier with clip_values matching the data."
+        )

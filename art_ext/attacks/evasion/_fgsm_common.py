@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from art.config import ART_NUMPY_DTYPE
 
-from art_ext.utils.checks import ParameterValueError, check_finite, check_param
+from art_ext.utils.checks import ArgumentTypeError, check_finite, check_param
 
 
 def check_inputs(estimator: Any, x: Any) -> np.ndarray:
@@ -54,16 +54,16 @@ def check_value_or_array(value: Any, name: str, allow_zero: bool = False) -> Non
     """A positive number or an array of positive numbers (ART's per-feature ``eps``); ``ValueError`` otherwise."""
     if isinstance(value, np.ndarray):
         if not np.issubdtype(value.dtype, np.number) or value.size == 0 or not np.all(np.isfinite(value)):
-            raise ParameterValueError(f"`{name}` must be a finite numeric array, got {value!r}.")
+            raise ArgumentTypeError(f"`{name}` must be a finite numeric array, got {value!r}.")
         if np.any(value < 0) or (not allow_zero and np.any(value == 0)):
-            raise ParameterValueError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'} everywhere.")
+            raise ArgumentTypeError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'} everywhere.")
         return
     check_value(value, name, allow_zero=allow_zero)
 
 
 def check_random_state(random_state: Any) -> None:
     if random_state is not None and not isinstance(random_state, (numbers.Integral, np.random.Generator)):
-        raise ParameterValueError(f"`random_state` must be None, an int or a numpy Generator, got {random_state!r}.")
+        raise ArgumentTypeError(f"`random_state` must be None, an int or a numpy Generator, got {random_state!r}.")
     if isinstance(random_state, numbers.Integral) and (isinstance(random_state, bool) or random_state < 0):
         raise ValueError(f"`random_state` must be a non-negative int, got {random_state!r}.")
 
@@ -76,7 +76,7 @@ def make_rng(random_state: Any) -> np.random.Generator:
 
 def check_flag(value: Any, name: str) -> None:
     if not isinstance(value, (bool, np.bool_)):
-        raise ParameterValueError(f"`{name}` must be a bool, got {value!r}.")
+        raise ArgumentTypeError(f"`{name}` must be a bool, got {value!r}.")
 
 
 def resolve_estimator(classifier: Any, estimator: Any) -> Any:
@@ -86,23 +86,3 @@ def resolve_estimator(classifier: Any, estimator: Any) -> Any:
     if classifier is None and estimator is None:
         raise ValueError("A classifier is required: pass `classifier=` (or ART's `estimator=`).")
     return classifier if classifier is not None else estimator
-
-
-def check_within_clip_values(estimator: Any, x: np.ndarray, tolerance: float = 1e-6) -> None:
-    """
-    Refuse inputs outside the estimator's ``clip_values``: clipping the adversarial example into the range would move
-    it further than `eps` from such an input.
-    """
-    clip_values = getattr(estimator, "clip_values", None)
-    if clip_values is None:
-        return
-    low = np.asarray(clip_values[0], dtype=np.float64)
-    high = np.asarray(clip_values[1], dtype=np.float64)
-    below = float(np.max(low - x)) if x.size else 0.0
-    above = float(np.max(x - high)) if x.size else 0.0
-    if below > tolerance or above > tolerance:
-        raise ValueError(
-            f"`x` lies outside the classifier's clip_values ({float(np.min(x)):.4g} to {float(np.max(x)):.4g}, "
-            f"clip_values {clip_values[0]} to {clip_values[1]}): the attack could not stay within eps of it; scale "
-            "x into that range (e.g. x / 255 for uint8 images) or clip it first with np.clip."
-        )

@@ -25,11 +25,10 @@ from art_ext.attacks.evasion._fgsm_common import (
     check_mask,
     check_random_state,
     check_value,
-    check_within_clip_values,
     make_rng,
     resolve_estimator,
 )
-from art_ext.utils.checks import check_labels
+from art_ext.utils.checks import check_clip_values, check_labels
 from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ class RandomFGSM(EvasionAttack):
         :return: Adversarial examples of the shape of `x`, float32.
         """
         x = check_inputs(self.estimator, x)
-        check_within_clip_values(self.estimator, x)
+        check_clip_values(x, self.estimator.clip_values)
         mask = check_mask(x, kwargs.get("mask"))
         nb_classes = self.estimator.nb_classes
         if y is None:

@@ -27,7 +27,7 @@ from art_ext.defences.trainer._loop import (
     generator_batches,
     validation_accuracy,
 )
-from art_ext.utils.checks import ParameterValueError, check_finite, check_labels
+from art_ext.utils.checks import ArgumentTypeError, check_finite, check_labels
 from art_ext.utils.outputs import OUTPUT_KINDS, detect_output_kind, log_probabilities
 
 logger = logging.getLogger(__name__)
@@ -132,13 +132,13 @@ class VirtualAdversarialTrainer(Trainer):
         if self.learning_rate is not None:
             check_value(self.learning_rate, "learning_rate")
         if not isinstance(self.entropy_minimization, bool):
-            raise ParameterValueError(f"`entropy_minimization` must be a bool, got {self.entropy_minimization!r}.")
+            raise ArgumentTypeError(f"`entropy_minimization` must be a bool, got {self.entropy_minimization!r}.")
         if self.output not in OUTPUT_KINDS:
             raise ValueError(f"`output` must be one of {OUTPUT_KINDS}, got {self.output!r}.")
         if self.random_state is not None and not isinstance(self.random_state, np.random.Generator):
             check_value(self.random_state, "random_state", integer=True, allow_zero=True)
         if not isinstance(self.verbose, bool):
-            raise ParameterValueError("`verbose` must be a bool.")
+            raise ArgumentTypeError("`verbose` must be a bool.")
 
     # ------------------------------------------------------------------ inputs (images or token ids)
     def _check_x(self, x: Any, name: str) -> np.ndarray:
