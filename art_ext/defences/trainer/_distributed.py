@@ -43,14 +43,11 @@ def shared_seed(rng: np.random.Generator) -> int:
 
 def split_rng(rng: np.random.Generator) -> tuple[np.random.Generator, np.random.Generator]:
     """
-    ``(data_rng, noise_rng)``: on one process both are `rng` (unchanged behaviour); on several, a generator identical
-    on every rank (batch order) and one seeded per rank (e.g. VAT's random directions).
+    ``(data_rng, noise_rng)`` drawn from `rng`: a generator identical on every rank (batch order) and one seeded per
+    rank (e.g. VAT's random directions). The batch order does not depend on the number of processes.
     """
-    context = get_context()
-    if not context.is_distributed:
-        return rng, rng
     seed = shared_seed(rng)
-    return np.random.default_rng(seed), rank_rng(seed, context)
+    return np.random.default_rng(seed), rank_rng(seed + 1)
 
 
 def per_rank_batch_size(batch_size: int, world_size: int) -> int:
@@ -67,16 +64,12 @@ def per_rank_batch_size(batch_size: int, world_size: int) -> int:
 
 def epoch_indices(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """
-    The indices of this rank's batches for one epoch. One process: ``rng.permutation(n)`` cut into batches of
-    `batch_size`. Several: this rank's shard of a permutation common to all ranks (seed drawn from `rng` on rank 0),
-    cut into batches of ``batch_size // world_size``; every rank runs the same number of steps.
+    The indices of this rank's batches for one epoch: this rank's shard of a permutation common to all ranks (its
+    seed drawn from `rng` on rank 0), cut into batches of ``batch_size // world_size``; every rank runs the same
+    number of steps. The union of the ranks' k-th batches is the k-th batch of the one-process run (up to the
+    sampler's padding of the last one), so the result does not depend on the number of processes.
     """
     context = get_context()
-    if not context.is_distributed:
-        order = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            yield order[start : start + batch_size]
-        return
     size = per_rank_batch_size(batch_size, context.world_size)
     order = NumpyDistributedSampler(n, context.world_size, context.rank, seed=shared_seed(rng)).indices()
     for start in range(0, len(order), size):

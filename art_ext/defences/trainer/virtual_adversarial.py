@@ -267,7 +267,7 @@ class VirtualAdversarialTrainer(Trainer):
             labeled_batch_size = min(batch_size, n_l)
 
         labeled_order: list[int] = []
-        # Distributed: batch order common to the ranks, power-iteration noise per rank (one process: self._rng).
+        # Batch order common to the ranks (independent of their number), power-iteration noise per rank.
         data_rng, self._noise_rng = split_rng(self._rng)
 
         def next_labeled(k: int) -> np.ndarray:
