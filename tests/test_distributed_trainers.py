@@ -4,7 +4,8 @@ wrapped in DistributedDataParallel before ART's PyTorchClassifier, reach the acc
 1 point), with the same weights and loss history on every rank; under a tf.distribute strategy scope the TensorFlow
 trainers train as without it.
 
-``python tests/test_distributed_trainers.py vat 2`` prints the per-epoch time of 1 and 2 processes (not a test).
+``python tests/test_distributed_trainers.py vat 2`` prints the per-epoch time of 1 and 2 processes (not a test;
+``ART_EXT_DIST_ARCH=digits_cnn`` for the CNN instead of the MLP).
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def _classifier(seed: int, ddp: bool, learning_rate: float = 1e-3):
 
     from art_ext.models import ARCHITECTURES, build_model, make_classifier
 
-    model = build_model("digits_mlp", "pytorch", seed=seed)
+    model = build_model(os.environ.get("ART_EXT_DIST_ARCH", "digits_mlp"), "pytorch", seed=seed)
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model)
     return make_classifier(
-        model, input_shape=ARCHITECTURES["digits_mlp"][0], learning_rate=learning_rate, device_type="cpu"
+        model,
+        input_shape=ARCHITECTURES["digits_mlp"][0],
+        learning_rate=learning_rate,
+        device_type="cpu",  # 1x8x8
     )
 
 

@@ -52,7 +52,7 @@ def split_rng(rng: np.random.Generator) -> tuple[np.random.Generator, np.random.
 
 def per_rank_batch_size(batch_size: int, world_size: int) -> int:
     """``batch_size // world_size`` (at least 1), so that the global batch is the one-process batch."""
-    if world_size > 1 and batch_size % world_size:
+    if world_size > 1 and batch_size % world_size and get_context().is_main:
         logger.warning(
             "batch_size=%d is not a multiple of the %d processes: each steps on %d samples.",
             batch_size,
