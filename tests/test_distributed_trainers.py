@@ -59,7 +59,11 @@ def _train(trainer_name: str, ddp: bool, epochs: int) -> dict:
         history = trainer.history
     else:
         trainer = DefensiveDistillationTrainer(
-            clf, temperature=10.0, random_state=0, verbose=False, teacher_factory=lambda: _classifier(1, ddp, 1e-2)
+            clf,
+            temperature=10.0,
+            random_state=0,
+            verbose=False,
+            teacher_factory=lambda: _classifier(1, False, 1e-2),  # unwrapped: the loop averages its gradients
         )
         trainer.fit(x_train, y_train, nb_epochs=epochs, batch_size=BATCH)
         history = trainer.history["teacher"] + trainer.history["student"]

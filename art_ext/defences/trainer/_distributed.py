@@ -1,13 +1,15 @@
 """
-How art_ext's training loop runs on several processes; on one process every function here leaves the loop as it was.
+How art_ext's training loop runs on several processes (on one process: as before, the batch order drawn as on
+several so that the result does not depend on their number).
 
 - **PyTorch** (``torchrun --nproc_per_node N``, an initialised ``torch.distributed`` process group): the numpy data
   is sharded per rank with :class:`~art_ext.backend.distributed.NumpyDistributedSampler` (the same permutation on
   every rank, drawn from the trainer's generator and broadcast from rank 0), each rank stepping on
-  ``batch_size // world_size`` samples so that the global batch is the one-process batch. With a model wrapped in
+  ``batch_size // world_size`` samples so that the global batch is the one-process batch. Rank 0's weights are
+  broadcast when training starts. With a model wrapped in
   ``DistributedDataParallel`` the step calls ``loss.backward()`` so that DDP all-reduces (averages) the gradients;
-  a model that is not wrapped (e.g. a teacher created during ``fit``) is synchronised by the loop itself: its
-  weights are broadcast from rank 0 before the first step and its gradients averaged over the ranks at every step.
+  a model that is not wrapped (e.g. a teacher created during ``fit``) has its gradients averaged over the ranks by
+  the loop itself at every step.
 - **TensorFlow** (inside a ``tf.distribute.Strategy`` scope): each step runs in ``strategy.run``, every replica's
   loss weighted by its share of the global batch, gradients summed over the replicas by the Keras optimizer; under
   ``MultiWorkerMirroredStrategy`` the workers shard the data as the PyTorch ranks do.
@@ -129,6 +131,9 @@ def _torch_step(ops: Any, model: Any, optimizer: Any, loss_fn: Callable[..., Any
     import torch
     import torch.distributed as dist
 
+    with torch.no_grad():  # the same starting weights everywhere (DDP only broadcast them when it was built)
+        for w in weights:
+            dist.broadcast(w.data, src=0)
     if is_ddp(model):
 
         def ddp_step(*batch):
@@ -142,10 +147,7 @@ def _torch_step(ops: Any, model: Any, optimizer: Any, loss_fn: Callable[..., Any
 
         return ddp_step
 
-    logger.info("Model not wrapped in DistributedDataParallel: the loop broadcasts its weights and averages gradients.")
-    with torch.no_grad():
-        for w in weights:
-            dist.broadcast(w.data, src=0)
+    logger.info("Model not wrapped in DistributedDataParallel: the loop averages its gradients over the ranks.")
     world = dist.get_world_size()
 
     def synced_step(*batch):
