@@ -231,6 +231,67 @@ def test_tensorflow_two_replicas_split_the_batch():
     assert out["max_weight_difference"] < 1e-3, out
 
 
+_TF_WORKER = r"""
+import contextlib, json, os, sys
+rank, ports = int(sys.argv[1]), sys.argv[2:]
+if ports:
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": rank}}
+    )
+import numpy as np
+import tensorflow as tf
+from art_ext.data import load_digits
+from art_ext.defences.trainer import DefensiveDistillationTrainer
+from art_ext.models import ARCHITECTURES, build_model, make_classifier
+
+(x, y), (x_test, y_test), _, _ = load_digits(channels_first=False)
+
+def classifier(seed):
+    model = build_model("digits_mlp", "tensorflow", seed=seed)
+    return make_classifier(model, ARCHITECTURES["digits_mlp"][1], learning_rate=1e-2)
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy() if ports else None
+with strategy.scope() if strategy else contextlib.nullcontext():
+    clf = classifier(0)
+    trainer = DefensiveDistillationTrainer(clf, temperature=10.0, random_state=0, verbose=False, teacher_factory=lambda: classifier(1))
+    trainer.fit(x[:768], y[:768], nb_epochs=3, batch_size=64)
+    weights = float(sum(np.abs(v.numpy()).sum() for v in clf.model.trainable_variables))
+print("RESULT", json.dumps({"accuracy": float(np.mean(clf.predict(x_test).argmax(1) == y_test)), "weights": weights,
+      "history": trainer.history["teacher"] + trainer.history["student"]}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.only_with_framework("tensorflow")
+def test_two_tensorflow_workers_match_one():
+    """MultiWorkerMirroredStrategy with two workers on loopback (each its shard) trains the one-process model."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
+    ports = [str(_free_port()), str(_free_port())]
+    commands = [[sys.executable, "-c", _TF_WORKER, "0"]] + [
+        [sys.executable, "-c", _TF_WORKER, str(rank), *ports] for rank in range(2)
+    ]
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=240)
+            lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+            assert p.returncode == 0 and lines, err[-3000:]
+            results.append(json.loads(lines[-1][len("RESULT ") :]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    single, w0, w1 = results
+    assert w0 == w1  # the same model and history on both workers
+    assert single["accuracy"] >= 0.6 and abs(w0["accuracy"] - single["accuracy"]) <= 0.01 + 1e-9, (single, w0)
+    assert w0["weights"] == pytest.approx(single["weights"], rel=1e-4)
+    np.testing.assert_allclose(w0["history"], single["history"], rtol=1e-4)
+
+
 class _null:
     def __enter__(self):
         return self
