@@ -27,29 +27,18 @@ from art_ext.defences.trainer._loop import (
     generator_batches,
     validation_accuracy,
 )
-from art_ext.utils.checks import check_finite, check_labels
-from art_ext.utils.outputs import PROBABILITY_FLOOR
-from art_ext.utils.outputs import check_output_kind as _check_output
-from art_ext.utils.outputs import logits_from_outputs as logits_tensor
-from art_ext.utils.outputs import output_kind_of as infer_output
+from art_ext.utils.checks import check_classifier, check_finite, check_labels
+from art_ext.utils.outputs import PROBABILITY_FLOOR, check_output_kind, logits_from_outputs, output_kind_of
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DefensiveDistillationTrainer",
-    "infer_output",
     "logits_numpy",
     "run_at_temperature",
     "soft_labels",
     "train_at_temperature",
 ]
-
-
-def _check_classifier(classifier: Any, name: str) -> None:
-    from art.estimators.classification.classifier import ClassifierMixin
-
-    if not isinstance(classifier, ClassifierMixin) or not hasattr(classifier, "predict"):
-        raise TypeError(f"`{name}` must be an ART classifier, got {type(classifier).__name__}.")
 
 
 def logits_numpy(outputs: np.ndarray, output: str) -> np.ndarray:
@@ -73,7 +62,7 @@ def soft_labels(classifier: Any, x: np.ndarray, temperature: float, output: str 
     :param output: ``"auto"``, ``"logits"`` or ``"probabilities"``.
     :return: float32 ``(nb_samples, nb_classes)``.
     """
-    output = infer_output(classifier, x, output, batch_size)
+    output = output_kind_of(classifier, x, output, batch_size)
     z = logits_numpy(classifier.predict(x, batch_size=batch_size), output) / temperature
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
@@ -82,7 +71,7 @@ def soft_labels(classifier: Any, x: np.ndarray, temperature: float, output: str 
 
 def _distillation_loss(ops: Any, classifier: Any, temperature: float, output: str):
     def loss_fn(xb, tb):
-        z = logits_tensor(ops, ops.forward(classifier, xb, training=True), output)
+        z = logits_from_outputs(ops, ops.forward(classifier, xb, training=True), output)
         return ops.cross_entropy(z / temperature, tb)
 
     return loss_fn
@@ -217,7 +206,7 @@ class DefensiveDistillationTrainer(Trainer):
                                 the teacher. Default: a re-initialised copy of the student (PyTorch and TensorFlow v2
                                 classifiers), or the student's ``clone_for_refitting()`` as ART does (Keras).
         """
-        _check_classifier(classifier, "classifier")
+        check_classifier(classifier, "classifier")
         get_backend(classifier)
         super().__init__(classifier)
         self.temperature = temperature
@@ -236,15 +225,15 @@ class DefensiveDistillationTrainer(Trainer):
     def _check_params(self) -> None:
         check_value(self.temperature, "temperature")
         if self.teacher is not None:
-            _check_classifier(self.teacher, "teacher")
+            check_classifier(self.teacher, "teacher")
             if self.teacher.nb_classes != self.classifier.nb_classes:
                 raise ValueError(
                     f"`teacher` has {self.teacher.nb_classes} classes, the classifier {self.classifier.nb_classes}."
                 )
         if self.teacher_epochs is not None:
             check_value(self.teacher_epochs, "teacher_epochs", integer=True)
-        _check_output(self.output, "output")
-        _check_output(self.teacher_output, "teacher_output")
+        check_output_kind(self.output, "output")
+        check_output_kind(self.teacher_output, "teacher_output")
         if self.random_state is not None:
             check_value(self.random_state, "random_state", integer=True, allow_zero=True)
         if self.teacher_factory is not None and not callable(self.teacher_factory):
@@ -255,7 +244,7 @@ class DefensiveDistillationTrainer(Trainer):
     def _new_teacher(self) -> Any:
         if self.teacher_factory is not None:
             teacher = self.teacher_factory()
-            _check_classifier(teacher, "teacher_factory()")
+            check_classifier(teacher, "teacher_factory()")
             get_backend(teacher)
             return teacher
         name = type(self.classifier).__name__
@@ -377,7 +366,7 @@ class DefensiveDistillationTrainer(Trainer):
         teacher_output = self.teacher_output
         if self.teacher is None:
             teacher = self._new_teacher()
-            teacher_output = infer_output(teacher, x_sample, self.output)
+            teacher_output = output_kind_of(teacher, x_sample, self.output)
             result = run_at_temperature(
                 teacher,
                 lambda epoch: hard(teacher),
@@ -398,7 +387,7 @@ class DefensiveDistillationTrainer(Trainer):
             soft(teacher_output),
             self.temperature,
             nb_epochs,
-            output=infer_output(self.classifier, x_sample, self.output),
+            output=output_kind_of(self.classifier, x_sample, self.output),
             verbose=self.verbose,
             desc=f"student at T={self.temperature:g}",
             on_epoch_end=on_epoch_end,

@@ -15,13 +15,11 @@ from art.defences.transformer.transformer import Transformer
 from art_ext.backend import get_backend
 from art_ext.defences.trainer._loop import check_value
 from art_ext.defences.trainer.defensive_distillation import (
-    _check_classifier,
-    _check_output,
-    infer_output,
     soft_labels,
     train_at_temperature,
 )
-from art_ext.utils.checks import check_finite
+from art_ext.utils.checks import check_classifier, check_finite
+from art_ext.utils.outputs import check_output_kind, output_kind_of
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ class DefensiveDistillation(Transformer):
         :param random_state: Seed of the shuffling.
         :param verbose: Progress bar.
         """
-        _check_classifier(classifier, "classifier")
+        check_classifier(classifier, "classifier")
         super().__init__(classifier=classifier)
         self._is_fitted = True
         self.batch_size = batch_size
@@ -92,7 +90,7 @@ class DefensiveDistillation(Transformer):
                                        distil into (its fit-time preprocessing defences apply, as in ART's fit).
         :return: The transformed classifier (deployed at T = 1).
         """
-        _check_classifier(transformed_classifier, "transformed_classifier")
+        check_classifier(transformed_classifier, "transformed_classifier")
         try:
             get_backend(transformed_classifier)
         except (TypeError, ValueError) as err:
@@ -116,7 +114,7 @@ class DefensiveDistillation(Transformer):
             self.temperature,
             self.nb_epochs,
             self.batch_size,
-            output=infer_output(transformed_classifier, x, self.output),
+            output=output_kind_of(transformed_classifier, x, self.output),
             rng=np.random.default_rng(self.random_state),
             verbose=self.verbose,
             desc=f"distillation at T={self.temperature:g}",
@@ -134,5 +132,5 @@ class DefensiveDistillation(Transformer):
             check_value(self.random_state, "random_state", integer=True, allow_zero=True)
         if not isinstance(self.verbose, bool):
             raise ValueError(f"`verbose` must be a bool, got {self.verbose!r}.")
-        _check_output(self.output, "output")
-        _check_output(self.teacher_output, "teacher_output")
+        check_output_kind(self.output, "output")
+        check_output_kind(self.teacher_output, "teacher_output")
