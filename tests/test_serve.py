@@ -157,3 +157,45 @@ def test_serve_command_rejects_a_bad_model(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing.pt"), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("art-ext serve: error: MODEL") and "Traceback" not in err
+
+
+def test_dfme_against_the_served_model_matches_the_in_process_victim(framework, digits_cnn_classifier_probabilities):
+    """
+    DFME against the reference server on loopback, 4 requests in flight, reaches the same student as against the
+    victim in process (same seeds, same budget), and the server answered exactly the budget.
+    """
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.backend import get_backend
+    from art_ext.estimators.classification import RemoteClassifier
+    from art_ext.models import build_generator, input_shape_of, make_generator
+
+    victim = digits_cnn_classifier_probabilities
+    shape = input_shape_of("digits_cnn", framework)
+    budget = 32 * 4 * 4
+
+    def steal(target):
+        attack = DataFreeModelExtraction(
+            target,
+            make_generator(build_generator("generator_8x8", framework, seed=2)),
+            max_queries=budget,
+            batch_size=32,
+            n_student_steps=2,
+            random_state=0,
+            verbose=False,
+        )
+        student = make_classifier(build_model("digits_cnn", framework, seed=1), input_shape=shape)
+        attack.extract(thieved_classifier=student)
+        return attack, get_backend(framework).get_weights(student)
+
+    local, local_weights = steal(victim)
+    srv = serve_in_thread(victim, max_batch=64)
+    try:
+        remote = RemoteClassifier(srv.url, shape, 10, clip_values=(0.0, 1.0), concurrency=4, batch_size=8)
+        attack, remote_weights = steal(remote)
+        answered = srv.answered
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert attack.queries_used == local.queries_used == remote.queries_answered == answered <= budget
+    for a, b in zip(local_weights, remote_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
