@@ -7,6 +7,7 @@ Data-Free Model Extraction (Truong et al., CVPR 2021): steal a black-box classif
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -240,6 +241,10 @@ class DataFreeModelExtraction(ExtractionAttack):
             raise ValueError("Give both `x_val` and `y_val`, or neither.")
         if x_val is not None:
             x_val = check_finite(x_val, "x_val").astype(np.float32)
+            if tuple(x_val.shape[1:]) != tuple(student.input_shape):
+                raise ValueError(
+                    f"`x_val` must have shape (nb_samples, *{tuple(student.input_shape)}), got {x_val.shape}."
+                )
             y_val = check_labels(y_val, student.nb_classes, n=len(x_val), name="y_val")
         if x is not None:
             x = check_finite(x, "x").astype(np.float32)
@@ -280,18 +285,30 @@ class DataFreeModelExtraction(ExtractionAttack):
             check_positive(getattr(self, name), name)
         for name in ("student_momentum", "student_weight_decay", "diversity_weight"):
             check_positive(getattr(self, name), name, allow_zero=True)
+        if self.student_momentum >= 1.0:
+            raise ValueError(f"`student_momentum` must lie in [0, 1), got {self.student_momentum!r}.")
+        if isinstance(self.probability_floor, bool) or not isinstance(self.probability_floor, (int, float, np.number)):
+            raise ValueError(f"`probability_floor` must be a number in (0, 1), got {self.probability_floor!r}.")
         if not 0.0 < self.probability_floor < 1.0:
             raise ValueError(f"`probability_floor` must lie in (0, 1), got {self.probability_floor!r}.")
-        if self.loss not in ("l1", "kl"):
-            raise ValueError(f"`loss` must be 'l1' or 'kl', got {self.loss!r}.")
-        if self.logit_correction not in ("mean", "min", "none"):
-            raise ValueError(f"`logit_correction` must be 'mean', 'min' or 'none', got {self.logit_correction!r}.")
-        if self.victim_output not in ("auto", "probabilities", "logits"):
-            raise ValueError(
-                f"`victim_output` must be 'auto', 'probabilities' or 'logits', got {self.victim_output!r}."
-            )
-        milestones = tuple(self.lr_milestones or ())
-        if any(not 0.0 < float(m) < 1.0 for m in milestones) or list(milestones) != sorted(milestones):
+        for name, choices in (
+            ("loss", ("l1", "kl")),
+            ("logit_correction", ("mean", "min", "none")),
+            ("victim_output", ("auto", "probabilities", "logits")),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}.")
+        for name in ("restore_best", "resume", "verbose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.checkpoint_dir is not None and (not isinstance(self.checkpoint_dir, (str, os.PathLike))):
+            raise ValueError(f"`checkpoint_dir` must be a folder path, got {self.checkpoint_dir!r}.")
+        try:
+            milestones = tuple(float(m) for m in (self.lr_milestones or ()))
+        except (TypeError, ValueError):
+            milestones = (-1.0,)
+        if any(not 0.0 < m < 1.0 for m in milestones) or list(milestones) != sorted(milestones):
             raise ValueError(f"`lr_milestones` must be increasing fractions in (0, 1), got {self.lr_milestones!r}.")
         if self.eval_every is not None:
             check_positive(self.eval_every, "eval_every", integer=True)
@@ -301,10 +318,8 @@ class DataFreeModelExtraction(ExtractionAttack):
                 raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
         if self.resume and not self.checkpoint_dir:
             raise ValueError("`resume=True` needs `checkpoint_dir`.")
-        if not isinstance(self.verbose, bool):
-            raise ValueError("`verbose` must be a bool.")
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer, np.random.Generator)):
-            raise TypeError(f"`random_state` must be None, an int or a numpy Generator, got {self.random_state!r}.")
+            raise ValueError(f"`random_state` must be None, an int or a numpy Generator, got {self.random_state!r}.")
         if self.queries_per_round > self.max_queries:
             raise ValueError(
                 f"`max_queries`={self.max_queries} is below the cost of one round ({self.queries_per_round} queries "
