@@ -105,15 +105,22 @@ class DataFreeModelExtraction(ExtractionAttack):
         :param classifier: The victim: any ART classifier. Only ``classifier.predict`` is called.
         :param generator: A generator estimator in the thieved classifier's framework
                           (:class:`art_ext.estimators.generation.PyTorchGenerator` or ART's ``TensorFlowV2Generator``)
-                          whose model outputs unbounded images in the thieved classifier's layout; they are mapped
-                          into the victim's ``clip_values`` with a scaled ``tanh``.
+                          making samples in the thieved classifier's layout. Its ``clip_values`` say which kind of
+                          output it has: ``None`` (unbounded outputs, e.g. :func:`art_ext.models.build_generator`'s):
+                          mapped into the input range with a scaled ``tanh``; ``(min, max)`` (bounded outputs, e.g. a
+                          DCGAN ending in ``tanh``: ``(-1, 1)``, or in a sigmoid: ``(0, 1)``): used as they are,
+                          mapped linearly from ``(min, max)`` onto the input range when the two differ, and clipped
+                          into it; never squashed a second time.
         :param max_queries: Hard budget of victim queries (inputs sent to ``predict``), finite-difference ones included.
+                            It holds for the attack object across :meth:`extract` calls: a second call continues with
+                            what is left (and refuses when less than a round is left) until :meth:`reset_budget`.
+                            Queries are counted when sent, also when ``predict`` then fails or Ctrl-C interrupts it.
         :param batch_size: Generated inputs per step.
         :param n_generator_steps: Generator steps per round (``n_G``); each costs ``batch_size * (n_directions + 1)``
                                   queries.
         :param n_student_steps: Student steps per round (``n_S``); each costs ``batch_size`` queries.
         :param n_directions: Random directions ``m`` of the forward-difference gradient estimate.
-        :param fd_epsilon: Step of the forward differences (in the generator's pre-``tanh`` space).
+        :param fd_epsilon: Step of the forward differences (in the generator's output space).
         :param loss: ``"l1"`` (l1 between logits, the paper's choice) or ``"kl"``.
         :param logit_correction: How probability outputs become logits: ``"mean"`` (``log p - mean log p``), ``"min"``
                                  or ``"none"``.
@@ -215,8 +222,9 @@ class DataFreeModelExtraction(ExtractionAttack):
         :param x: Optional surrogate inputs ``(nb_samples, *input_shape)`` in the thieved classifier's layout (hybrid
                   mode): the victim is queried on them (counted) and the student is warm-started on its answers.
         :param y: Ignored (the victim's answers are the labels).
-        :param thieved_classifier: The student: a ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` outputting
-                                   logits, in the generator's framework; trained in place.
+        :param thieved_classifier: The student: a ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` in the
+                                   generator's framework, trained in place. It may output logits or end in a softmax
+                                   (its log-probabilities, logits up to a constant, are then trained).
         :param x_val: Optional validation inputs ``(nb_samples, *input_shape)`` for tracking student accuracy.
         :param y_val: Labels of `x_val`, indices ``(nb_samples,)`` or one-hot ``(nb_samples, nb_classes)``.
         :return: The thieved classifier.

@@ -306,6 +306,7 @@ class DFMERun:
         if p.checkpoint_dir:
             dfme_checkpoint.check_writable(p.checkpoint_dir)
         resumed = p.resume and self.load_checkpoint()
+        self.last_good = ops.get_weights(self.student)
         pbar = tqdm(
             total=p.max_queries,
             initial=self.oracle.queries_used,
