@@ -9,6 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from art_ext.attacks.extraction import dfme_checkpoint
+from art_ext.attacks.extraction.generator_inputs import InputMap
 from art_ext.attacks.extraction.victim_oracle import VictimOracle
 from art_ext.backend import get_backend
 
@@ -72,7 +73,7 @@ class DFMERun:
             attack.probability_floor,
             attack.logit_correction,
         )
-        self._set_input_range()
+        self.input_map = InputMap(ops, attack.estimator, self.generator, student, self.sample_shape)
         self.student_log = self._student_outputs_probabilities()
         self.opt_student = ops.make_optimizer(
             ops.trainable_weights(student),
@@ -95,32 +96,9 @@ class DFMERun:
             out = ops.call_model(self.gen_model, z, training=True)
         return tuple(int(d) for d in ops.shape(out)[1:])
 
-    def _set_input_range(self) -> None:
-        """The victim's input range and how generator outputs are put into it (see the `generator` parameter)."""
-        ops = self.ops
-        low, high = _input_range(self.p.estimator, self.generator, self.student, self.sample_shape)
-        self.low = float(low) if np.ndim(low) == 0 else ops.asarray(low)
-        self.high = float(high) if np.ndim(high) == 0 else ops.asarray(high)
-        self.span = float(high - low) if np.ndim(low) == 0 else ops.asarray(high - low)
-        gen_clip = getattr(self.generator, "clip_values", None)
-        self.bounded = gen_clip is not None
-        if self.bounded:
-            g_low, g_high = (np.asarray(c, dtype=np.float32) for c in gen_clip)
-            if np.any(g_high <= g_low):
-                raise ValueError("The generator's `clip_values` must satisfy min < max.")
-            self.identity_range = bool(np.all(g_low == low) and np.all(g_high == high))
-            g_low, g_high = (np.broadcast_to(c, self.sample_shape) if np.ndim(c) else c for c in (g_low, g_high))
-            self.g_low = float(g_low) if np.ndim(g_low) == 0 else ops.asarray(g_low)
-            self.g_span = float(g_high - g_low) if np.ndim(g_low) == 0 else ops.asarray(g_high - g_low)
-
     def to_input(self, out):
-        """Generator output to victim input: bounded outputs mapped linearly and clipped, unbounded ones squashed."""
-        ops = self.ops
-        if not self.bounded:
-            return self.low + self.span * (ops.tanh(out) + 1.0) * 0.5
-        if not self.identity_range:
-            out = self.low + self.span * (out - self.g_low) / self.g_span
-        return ops.clip(out, self.low, self.high)
+        """Generator output to victim input (see :class:`~art_ext.attacks.extraction.generator_inputs.InputMap`)."""
+        return self.input_map(out)
 
     def _student_outputs_probabilities(self) -> bool:
         ops = self.ops
@@ -431,27 +409,3 @@ class DFMERun:
                 self.save_checkpoint()
             if last:
                 break
-
-
-def _input_range(victim: Any, generator: Any, student: Any, sample_shape: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The input range: the first ``clip_values`` of victim, student, generator (broadcast to a sample's shape)."""
-    for owner in (victim, student, generator):
-        clip = getattr(owner, "clip_values", None)
-        if clip is not None:
-            low = np.asarray(clip[0], dtype=np.float32)
-            high = np.asarray(clip[1], dtype=np.float32)
-            if np.ndim(low) > 0 or np.ndim(high) > 0:
-                try:
-                    low = np.broadcast_to(low, sample_shape).copy()
-                    high = np.broadcast_to(high, sample_shape).copy()
-                except ValueError as err:
-                    raise ValueError(
-                        f"`clip_values` of {type(owner).__name__} do not broadcast to the generated shape "
-                        f"{sample_shape}."
-                    ) from err
-            if np.any(high <= low):
-                raise ValueError(f"`clip_values` of {type(owner).__name__} must satisfy min < max.")
-            return low, high
-    raise ValueError(
-        "DFME needs the input range: set `clip_values` on the victim, the thieved classifier or the generator."
-    )
