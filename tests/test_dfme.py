@@ -144,7 +144,9 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
     assert attack.queries_used <= 6_000
     losses = [r[k] for r in attack.history for k in ("loss_student", "loss_generator") if r[k] is not None]
     assert len(losses) >= 2 * 13 and np.all(np.isfinite(losses))
-    assert np.all(np.isfinite(student.predict(x_test[:16])))
+    s_losses = [r["loss_student"] for r in attack.history if r["loss_student"] is not None]
+    # the student fits the defended victim's (recovered) logits better at the end than at the start
+    assert np.mean(s_losses[-3:]) < s_losses[0], s_losses
 
 
 def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_classifier):
