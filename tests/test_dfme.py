@@ -139,7 +139,7 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
     attack = DataFreeModelExtraction(
         victim, _generator(framework), max_queries=6_000, batch_size=64, random_state=0, verbose=False
     )
-    student = attack.extract(thieved_classifier=_student(framework), x_val=x_test, y_val=y_test)
+    attack.extract(thieved_classifier=_student(framework), x_val=x_test, y_val=y_test)
     assert attack.detected_output == "probabilities"
     assert attack.queries_used <= 6_000
     losses = [r[k] for r in attack.history for k in ("loss_student", "loss_generator") if r[k] is not None]
