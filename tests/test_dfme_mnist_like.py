@@ -42,11 +42,6 @@ def mnist_like_victim(framework, mnist_like):
     return to_probability_classifier(victim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 is open: on 28x28 victims the student stays at chance at this budget (measured 0.078 on "
-    "PyTorch); a fixed generator (n_generator_steps=0) reaches 0.5x here, so the generator rounds are what stall it",
-)
 def test_student_learns_an_mnist_like_victim_data_free(framework, mnist_like, mnist_like_victim):
     (_, _), (x_test, y_test) = mnist_like
     victim = mnist_like_victim
@@ -59,6 +54,10 @@ def test_student_learns_an_mnist_like_victim_data_free(framework, mnist_like, mn
     attack.extract(thieved_classifier=student)
     student_acc = float(np.mean(student.predict(x_test).argmax(1) == y_test))
     assert attack.queries_used <= 30_000
+    if framework == "pytorch" and student_acc < 0.5 * victim_acc:
+        # issue 13 is open: the same loop on PyTorch stays at chance at this budget (0.078 measured); TensorFlow
+        # (Keras initialisations) passes. Recorded as an expected failure rather than hidden.
+        pytest.xfail(f"issue 13: PyTorch student at {student_acc:.3f} (victim {victim_acc:.3f}) after 30k queries")
     # chance is 0.1; before the fix the student stayed there (one class for every test image)
     assert student_acc >= 0.5 * victim_acc, (student_acc, victim_acc)
     assert len(np.unique(student.predict(x_test).argmax(1))) >= 8
