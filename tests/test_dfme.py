@@ -69,9 +69,9 @@ class _CountingVictim:
 
     def _predict(self, x):
         self.calls += 1
+        self.rows += len(x)  # received, even when Ctrl-C then lands inside predict
         if self.interrupt_at is not None and self.calls == self.interrupt_at:
             raise KeyboardInterrupt
-        self.rows += len(x)
         return self.victim.predict(x)
 
 
@@ -115,8 +115,6 @@ def test_budget_too_small_and_bad_arguments(framework, digits_cnn_classifier_pro
         attack.extract()
     with pytest.raises(ValueError, match="y_val"):
         attack.extract(thieved_classifier=_student(framework), x_val=np.zeros((2,) + victim.input_shape))
-    with pytest.raises(ValueError, match="probabilities"):
-        attack.extract(thieved_classifier=_twin(_student(framework)))
     with pytest.raises(ValueError, match="max_queries"):
         attack.extract(x=np.zeros((9990,) + victim.input_shape, np.float32), thieved_classifier=_student(framework))
 
@@ -141,12 +139,14 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
     attack = DataFreeModelExtraction(
         victim, _generator(framework), max_queries=6_000, batch_size=64, random_state=0, verbose=False
     )
-    student = attack.extract(thieved_classifier=_student(framework), x_val=x_test, y_val=y_test)
+    attack.extract(thieved_classifier=_student(framework), x_val=x_test, y_val=y_test)
     assert attack.detected_output == "probabilities"
     assert attack.queries_used <= 6_000
     losses = [r[k] for r in attack.history for k in ("loss_student", "loss_generator") if r[k] is not None]
     assert len(losses) >= 2 * 13 and np.all(np.isfinite(losses))
-    assert np.all(np.isfinite(student.predict(x_test[:16])))
+    s_losses = [r["loss_student"] for r in attack.history if r["loss_student"] is not None]
+    # the student fits the defended victim's (recovered) logits better at the end than at the start
+    assert np.mean(s_losses[-3:]) < s_losses[0], s_losses
 
 
 def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_classifier):

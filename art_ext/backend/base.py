@@ -362,6 +362,31 @@ class Backend(abc.ABC):
 
         return step
 
+    def forward_with_pullback(self, model: Any, x: Tensor, training: bool = False) -> tuple[Tensor, Callable]:
+        """
+        Call a model once and keep what is needed to train it later along an output gradient computed elsewhere
+        (e.g. estimated from black-box queries).
+
+        :param model: Framework model (or an ART estimator holding one).
+        :param x: Input tensor.
+        :param training: Training-mode forward pass.
+        :return: ``(output, step)``: the output without gradient flow, and ``step(optimizer, cotangent)`` that applies
+                 one optimizer update along the gradient of ``sum(output * cotangent)`` with respect to the model's
+                 trainable weights. This default runs the model a second time (batch-norm statistics frozen);
+                 backends override it to reuse the first pass.
+        """
+        out = self.stop_gradient(self.call_model(self.model_of(model), x, training=training))
+
+        def step(optimizer: Any, cotangent: Tensor) -> None:
+            with self.frozen_batchnorm_stats(model):
+                self.train_step(
+                    model,
+                    optimizer,
+                    lambda: self.sum(self.call_model(self.model_of(model), x, training=training) * cotangent),
+                )
+
+        return out, step
+
     @contextlib.contextmanager
     def training_mode(self, model: Any, training: bool = True) -> Iterator[None]:
         """Context that sets a model's train/eval mode and restores it (no-op for Keras, mode is per call)."""

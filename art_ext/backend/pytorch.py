@@ -61,6 +61,20 @@ class PyTorchBackend(Backend):
             return (value.detach(), out[1]), grads
         return value.detach(), grads
 
+    def forward_with_pullback(self, model: Any, x: Tensor, training: bool = False) -> tuple[Tensor, Callable]:
+        torch = self.torch
+        module = self.model_of(model)
+        weights = self.trainable_weights(module)
+        with torch.enable_grad():
+            out = self.call_model(module, x, training=training)
+
+        def step(optimizer: Any, cotangent: Tensor) -> None:
+            grads = torch.autograd.grad(out, weights, grad_outputs=cotangent, allow_unused=True)
+            grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
+            self.apply_gradients(optimizer, grads, weights)
+
+        return out.detach(), step
+
     def stop_gradient(self, x: Tensor) -> Tensor:
         return x.detach()
 

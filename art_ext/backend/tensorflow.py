@@ -75,6 +75,24 @@ class TensorFlowBackend(Backend):
             return model
         raise TypeError(f"{type(estimator).__name__} holds no Keras model.")
 
+    def forward_with_pullback(self, model: Any, x: Tensor, training: bool = False) -> tuple[Tensor, Callable]:
+        tf = self.tf
+        module = self.model_of(model)
+        weights = self.trainable_weights(module)
+        targets = [_tf_handle(w) for w in weights]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for t in targets:
+                tape.watch(t)
+            out = module(x, training=training)
+
+        def step(optimizer: Any, cotangent: Tensor) -> None:
+            grads = tape.gradient(
+                out, targets, output_gradients=cotangent, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            self.apply_gradients(optimizer, grads, weights)
+
+        return tf.stop_gradient(out), step
+
     def call_model(self, model: Any, x: Tensor, training: bool = False) -> Tensor:
         return model(x, training=training)
 

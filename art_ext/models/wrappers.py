@@ -97,7 +97,9 @@ def make_generator(model: Any, encoding_length: int = 100, clip_values: tuple | 
 
     :param model: A ``torch.nn.Module`` or Keras model mapping ``(nb_samples, encoding_length)`` noise to images.
     :param encoding_length: Length of the noise vector.
-    :param clip_values: Optional input range of the images.
+    :param clip_values: The range of the model's outputs when they are bounded (``(-1, 1)`` for a last ``tanh``,
+                        ``(0, 1)`` for a sigmoid): DFME then uses them as they are (mapped onto the victim's range,
+                        clipped). ``None`` (default) declares them unbounded: DFME squashes them with a scaled ``tanh``.
     :param kwargs: Passed to the estimator (e.g. ``device_type`` for PyTorch).
     :return: The generator estimator.
     """

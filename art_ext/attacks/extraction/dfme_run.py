@@ -1,0 +1,411 @@
+"""One call of :meth:`DataFreeModelExtraction.extract`: the DFME loop, written once over ``art_ext.backend``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from art_ext.attacks.extraction import dfme_checkpoint
+from art_ext.attacks.extraction.generator_inputs import InputMap
+from art_ext.attacks.extraction.victim_oracle import VictimOracle
+from art_ext.backend import get_backend
+
+logger = logging.getLogger(__name__)
+
+
+class StudentDivergedError(ValueError):
+    """The thieved classifier's training diverged (non-finite loss or generated inputs); nothing more was queried."""
+
+
+class DFMERun:
+    """
+    The state of one extraction: student, generator, their optimizers, the victim oracle, history and best student.
+    It reads the attack's parameters and never writes into the attack.
+
+    :param attack: The :class:`DataFreeModelExtraction` whose parameters are used.
+    :param student: The thieved classifier.
+    :param framework: Its framework.
+    :param queries_before: Queries the attack already spent (the budget holds across calls).
+    :param x: Optional surrogate inputs (hybrid mode).
+    :param x_val: Optional validation inputs.
+    :param y_val: Their labels (indices).
+    """
+
+    def __init__(self, attack, student, framework, queries_before, x=None, x_val=None, y_val=None) -> None:
+        self.p = attack
+        self.student = student
+        self.ops = ops = get_backend(framework)
+        self.generator = attack.generator
+        self.gen_model = ops.model_of(self.generator)
+        self.x, self.x_val, self.y_val = x, x_val, y_val
+        rs = attack.random_state
+        self.rng = rs if isinstance(rs, np.random.Generator) else np.random.default_rng(rs)
+        self.nb_classes = student.nb_classes
+        self.rounds = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_acc = -1.0
+        self.best_weights = None
+        self.last_good = None
+        self.interrupted = False
+        self.sample_shape = self._generated_shape()
+        if self.sample_shape != tuple(student.input_shape):
+            raise ValueError(
+                f"The generator outputs samples of shape {self.sample_shape}, the thieved classifier expects "
+                f"{tuple(student.input_shape)}."
+            )
+        if x_val is not None and tuple(x_val.shape[1:]) != self.sample_shape:
+            raise ValueError(f"`x_val` must have shape (nb_samples, *{self.sample_shape}), got {x_val.shape}.")
+        self.dim = int(np.prod(self.sample_shape))
+        self.oracle = VictimOracle(
+            attack.estimator,
+            ops,
+            self.sample_shape,
+            getattr(self.generator, "channels_first", None),
+            self.nb_classes,
+            attack.max_queries,
+            queries_before,
+            attack.batch_size,
+            attack.victim_output,
+            attack.detected_output if queries_before else None,
+            attack.probability_floor,
+            attack.logit_correction,
+        )
+        self.input_map = InputMap(ops, attack.estimator, self.generator, student, self.sample_shape)
+        self.student_log = self._student_outputs_probabilities()
+        self.opt_student = ops.make_optimizer(
+            ops.trainable_weights(student),
+            "sgd",
+            learning_rate=attack.student_learning_rate,
+            momentum=attack.student_momentum,
+            weight_decay=attack.student_weight_decay,
+        )
+        self.opt_generator = ops.make_optimizer(
+            ops.trainable_weights(self.gen_model), "adam", learning_rate=attack.generator_learning_rate
+        )
+        self.eval_every = attack.eval_every or max(1, attack.max_queries // attack.queries_per_round // 25)
+        self.surrogate = None  # (x, victim logits) of hybrid mode, kept in play in every student step
+
+    # ------------------------------------------------------------------ set-up
+    def _generated_shape(self) -> tuple[int, ...]:
+        ops = self.ops
+        z = ops.random_normal((2, self.generator.encoding_length), np.random.default_rng(0))
+        with ops.frozen_batchnorm_stats(self.gen_model):
+            out = ops.call_model(self.gen_model, z, training=True)
+        return tuple(int(d) for d in ops.shape(out)[1:])
+
+    def to_input(self, out):
+        """Generator output to victim input (see :class:`~art_ext.attacks.extraction.generator_inputs.InputMap`)."""
+        return self.input_map(out)
+
+    def _student_outputs_probabilities(self) -> bool:
+        ops = self.ops
+        x = self.to_input(ops.random_normal((8,) + self.sample_shape, np.random.default_rng(1)))
+        out = ops.to_numpy(ops.forward(self.student, x, training=False))
+        probabilities = out.min() >= 0.0 and out.max() <= 1.0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
+        if probabilities:
+            logger.info("DFME: the thieved classifier outputs probabilities; training its log-probabilities.")
+        return bool(probabilities)
+
+    def student_logits(self, x, training: bool):
+        """The student's logits (log-probabilities for a student ending in a softmax: logits up to a constant)."""
+        ops = self.ops
+        out = ops.forward(self.student, x, training=training)
+        return ops.log(ops.maximum(out, 1e-30)) if self.student_log else out
+
+    # ------------------------------------------------------------------ losses
+    def disagreement(self, s_logits, v_logits):
+        ops = self.ops
+        if self.p.loss == "l1":
+            return ops.mean(ops.abs(s_logits - v_logits))
+        return ops.kl_divergence_logits(v_logits, s_logits)
+
+    def per_sample_disagreement(self, s_logits, v_logits):
+        ops = self.ops
+        if self.p.loss == "l1":
+            return ops.mean(ops.abs(s_logits - v_logits), axis=1)
+        return ops.kl_divergence_logits(v_logits, s_logits, reduce=False)
+
+    def batch_class_entropy(self, s_logits):
+        ops = self.ops
+        p_mean = ops.mean(ops.softmax(s_logits, axis=1), axis=0)
+        return -ops.sum(p_mean * ops.log(p_mean + 1e-12))
+
+    def noise(self):
+        return self.ops.random_normal((self.p.batch_size, self.generator.encoding_length), self.rng)
+
+    # ------------------------------------------------------------------ steps
+    def generator_step(self):
+        """
+        One generator update ascending student-victim disagreement plus class diversity. The disagreement's input
+        gradient is estimated by forward differences of the whole per-sample disagreement (student and victim both
+        evaluated at ``x + eps u``, as in the paper), whose variance shrinks as the student approaches the victim;
+        the diversity term depends on the student only and is differentiated exactly.
+        """
+        ops, p = self.ops, self.p
+        b, m = p.batch_size, p.n_directions
+        out, pullback = ops.forward_with_pullback(self.gen_model, self.noise(), training=True)
+        u = self.rng.standard_normal((b, m, self.dim)).astype(np.float32)
+        u /= np.linalg.norm(u, axis=2, keepdims=True) + 1e-12
+        u_t = ops.asarray(u.reshape((b, m) + self.sample_shape))
+        x_pert = self.to_input(
+            ops.reshape(ops.reshape(out, (b, 1) + self.sample_shape) + p.fd_epsilon * u_t, (b * m,) + self.sample_shape)
+        )
+        x0 = self.to_input(out)
+        v_all = self.query(ops.concat([x0, x_pert], axis=0))
+        s_all = ops.stop_gradient(self.student_logits(ops.concat([x0, x_pert], axis=0), training=False))
+        per_sample = self.per_sample_disagreement(s_all, v_all)
+        d0, d_pert = per_sample[:b], ops.reshape(per_sample[b:], (b, m))
+        slopes = (d_pert - ops.reshape(d0, (b, 1))) * (self.dim / (p.fd_epsilon * b))
+        grad = ops.mean(ops.reshape(slopes, (b, m) + (1,) * len(self.sample_shape)) * u_t, axis=1)
+        diversity = None
+        if p.diversity_weight > 0:
+
+            def objective(out_t):
+                value = self.batch_class_entropy(self.student_logits(self.to_input(out_t), training=False))
+                return value, value
+
+            (_, diversity), (grad_diversity,) = ops.value_and_grad(objective, [out], has_aux=True)
+            grad = grad + p.diversity_weight * grad_diversity
+        # Ascend the objective: one update along the estimated output gradient, back-propagated through G.
+        pullback(self.opt_generator, -ops.stop_gradient(grad))
+        return ops.mean(d0), diversity
+
+    def student_step(self, x=None, v=None):
+        ops = self.ops
+        if x is None:
+            x = self.to_input(ops.stop_gradient(ops.call_model(self.gen_model, self.noise(), training=True)))
+            v = self.query(x)
+        if self.surrogate is None:
+            loss = lambda: self.disagreement(self.student_logits(x, training=True), v)  # noqa: E731
+        else:
+            # Hybrid mode: the surrogate data stays in every step, so data-free rounds refine the warm start.
+            idx = self.rng.integers(0, len(self.surrogate[0]), size=self.p.batch_size)
+            xs, vs = ops.asarray(self.surrogate[0][idx]), ops.asarray(self.surrogate[1][idx])
+            x_both, v_both = ops.concat([x, xs], axis=0), ops.concat([v, vs], axis=0)
+            loss = lambda: self.disagreement(self.student_logits(x_both, training=True), v_both)  # noqa: E731
+        return self._train_student(loss)
+
+    def _train_student(self, loss_fn):
+        ops = self.ops
+        weights = ops.trainable_weights(self.student)
+        value, grads = ops.value_and_grad(lambda *_: loss_fn(), weights)
+        ops.apply_gradients(self.opt_student, grads, weights)
+        return value
+
+    def query(self, x):
+        x_np = self.ops.to_numpy(x)
+        if not np.all(np.isfinite(x_np)):
+            raise StudentDivergedError(
+                f"The generated inputs hold NaN or infinite values after {self.oracle.queries_used} queries: the "
+                f"thieved classifier ({type(self.student).__name__}) or the generator diverged. Lower "
+                "`student_learning_rate` / `student_momentum` or `generator_learning_rate`; nothing more was sent "
+                "to the victim."
+            )
+        return self.ops.asarray(self.oracle.query_numpy(x_np))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _learning_rate_factor(self) -> float:
+        used = self.oracle.queries_used / self.p.max_queries
+        return self.p.lr_decay ** sum(used >= m for m in (self.p.lr_milestones or ()))
+
+    def val_accuracy(self) -> float:
+        pred = self.student.predict(self.x_val, batch_size=512)
+        return float(np.mean(np.argmax(pred, axis=1) == self.y_val))
+
+    def _evaluate(self, record: dict) -> None:
+        if self.x_val is None:
+            self.last_good = self.ops.get_weights(self.student)
+            return
+        acc = self.val_accuracy()
+        record["val_accuracy"] = acc
+        if acc > self.best_acc:
+            self.best_acc = acc
+            self.best_weights = self.ops.get_weights(self.student)
+
+    def meta(self) -> dict:
+        return {
+            "queries_used": self.oracle.queries_used,
+            "rounds": self.rounds,
+            "history": self.history,
+            "rng": self.rng.bit_generator.state,
+            "detected_output": self.oracle.detected_output,
+            "best_acc": self.best_acc,
+            "class_counts": [int(c) for c in self.oracle.class_counts],
+        }
+
+    def save_checkpoint(self) -> None:
+        ops = self.ops
+        path = dfme_checkpoint.save(
+            self.p.checkpoint_dir,
+            ops.get_weights(self.student),
+            ops.get_weights(self.gen_model),
+            self.best_weights,
+            self.meta(),
+        )
+        logger.info("DFME checkpoint after %d queries written to %s", self.oracle.queries_used, path)
+
+    def load_checkpoint(self) -> bool:
+        ops = self.ops
+        state = dfme_checkpoint.load(
+            self.p.checkpoint_dir,
+            self.p.max_queries,
+            ops.get_weights(self.student),
+            ops.get_weights(self.gen_model),
+            self.nb_classes,
+        )
+        if state is None:
+            logger.info("DFME: no checkpoint in %s, starting afresh.", self.p.checkpoint_dir)
+            return False
+        meta = state["meta"]
+        try:
+            self.rng.bit_generator.state = meta["rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise dfme_checkpoint.CheckpointError(
+                dfme_checkpoint.checkpoint_path(self.p.checkpoint_dir), "rng"
+            ) from err
+        ops.set_weights(self.student, state["student"])
+        ops.set_weights(self.gen_model, state["generator"])
+        self.oracle.queries_used = int(meta["queries_used"])
+        self.oracle.detected_output = meta["detected_output"]
+        self.oracle.class_counts[:] = meta["class_counts"]
+        self.rounds = int(meta["rounds"])
+        self.history = list(meta["history"])
+        self.best_acc = float(meta["best_acc"])
+        self.best_weights = state["best"]
+        logger.info("DFME resumed from %s at %d queries.", self.p.checkpoint_dir, self.oracle.queries_used)
+        return True
+
+    # ------------------------------------------------------------------ main loop
+    def run(self):
+        ops, p = self.ops, self.p
+        if p.checkpoint_dir:
+            dfme_checkpoint.check_writable(p.checkpoint_dir)
+        resumed = p.resume and self.load_checkpoint()
+        self.last_good = ops.get_weights(self.student)
+        pbar = tqdm(
+            total=p.max_queries,
+            initial=self.oracle.queries_used,
+            unit="query",
+            unit_scale=True,
+            desc="DFME",
+            disable=not p.verbose,
+        )
+        self.oracle.on_queries = pbar.update
+        self.pbar = pbar
+        failed = False
+        try:
+            with ops.training_mode(self.gen_model, True):
+                if self.x is not None and not resumed:
+                    self._warm_start()
+                self._loop()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            logger.warning(
+                "DFME interrupted after %d queries; returning the student trained so far.", self.oracle.queries_used
+            )
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            pbar.close()
+            self._finish(failed)
+        return self.student
+
+    def _finish(self, failed: bool) -> None:
+        """Checkpoint what was reached (also on Ctrl-C or an error) and put back the best (finite) student."""
+        ops = self.ops
+        diverged = not all(np.all(np.isfinite(w)) for w in ops.get_weights(self.student) if w.dtype.kind == "f")
+        if diverged:
+            keep = self.best_weights if self.best_weights is not None else self.last_good
+            if keep is not None:
+                ops.set_weights(self.student, keep)
+        if self.p.checkpoint_dir and (self.p.checkpoint_every or self.interrupted or failed) and not diverged:
+            self.save_checkpoint()
+        if self.x_val is not None and self.p.restore_best and self.best_weights is not None and not diverged:
+            if self.best_acc > self.val_accuracy():
+                ops.set_weights(self.student, self.best_weights)
+
+    def _warm_start(self) -> None:
+        p = self.p
+        bs = max(p.batch_size, 1)
+        answers = np.concatenate([self.oracle.query_numpy(self.x[i : i + bs]) for i in range(0, len(self.x), bs)])
+        losses = []
+        for _ in range(p.warm_start_epochs):
+            order = self.rng.permutation(len(self.x))
+            for i in range(0, len(order), bs):
+                idx = order[i : i + bs]
+                losses.append(self._train_student_on(self.x[idx], answers[idx]))
+        self._check_finite(losses, "warm start")
+        record = {"round": 0, "queries": self.oracle.queries_used, "warm_start": True}
+        if losses:
+            tail = losses[-max(1, len(losses) // max(p.warm_start_epochs, 1)) :]
+            record["loss_student"] = float(np.mean([float(self.ops.to_numpy(v)) for v in tail]))
+        self._evaluate(record)
+        self.history.append(record)
+        self.surrogate = (self.x, answers)
+
+    def _train_student_on(self, x, v):
+        ops = self.ops
+        xt, vt = ops.asarray(x), ops.asarray(v)
+        return self._train_student(lambda: self.disagreement(self.student_logits(xt, training=True), vt))
+
+    def _check_finite(self, values, what: str) -> list[float]:
+        numbers = [float(self.ops.to_numpy(v)) for v in values]
+        if not np.all(np.isfinite(numbers)):
+            raise StudentDivergedError(
+                f"The thieved classifier ({type(self.student).__name__}) diverged during the {what} (non-finite "
+                f"loss after {self.oracle.queries_used} queries): lower `student_learning_rate` or "
+                "`student_momentum`. The best student seen so far is kept; nothing more was sent to the victim."
+            )
+        return numbers
+
+    def _loop(self) -> None:
+        ops, p, oracle = self.ops, self.p, self.oracle
+        gen_cost = p.batch_size * (p.n_directions + 1)
+        while True:
+            factor = self._learning_rate_factor()
+            ops.set_learning_rate(self.opt_student, p.student_learning_rate * factor)
+            ops.set_learning_rate(self.opt_generator, p.generator_learning_rate * factor)
+            oracle.class_counts[:] = 0
+            g_losses, diversities, s_losses = [], [], []
+            for _ in range(p.n_generator_steps):
+                if not oracle.fits(gen_cost):
+                    break
+                disagreement, diversity = self.generator_step()
+                g_losses.append(disagreement)
+                if diversity is not None:
+                    diversities.append(diversity)
+            for _ in range(p.n_student_steps):
+                if not oracle.fits(p.batch_size):
+                    break
+                s_losses.append(self.student_step())
+            if not g_losses and not s_losses:
+                break
+            s_losses = self._check_finite(s_losses, "data-free rounds")
+            g_losses = self._check_finite(g_losses, "data-free rounds")
+            self.rounds += 1
+            shares = oracle.class_counts / max(1, oracle.class_counts.sum())
+            record = {
+                "round": self.rounds,
+                "queries": oracle.queries_used,
+                "loss_generator": float(np.mean(g_losses)) if g_losses else None,
+                "diversity": float(np.mean([float(ops.to_numpy(d)) for d in diversities])) if diversities else None,
+                "loss_student": float(np.mean(s_losses)) if s_losses else None,
+                "top2_class_share": float(np.sort(shares)[-2:].sum()),
+                "learning_rate_factor": factor,
+            }
+            last = not oracle.fits(p.batch_size)
+            if self.rounds % self.eval_every == 0 or last:
+                self._evaluate(record)
+            self.history.append(record)
+            postfix = {"loss_S": f"{record['loss_student'] or 0:.3f}", "top2": f"{record['top2_class_share']:.2f}"}
+            if "val_accuracy" in record:
+                postfix["val_acc"] = f"{record['val_accuracy']:.3f}"
+            self.pbar.set_postfix(postfix, refresh=False)
+            if p.checkpoint_every and self.rounds % p.checkpoint_every == 0:
+                self.save_checkpoint()
+            if last:
+                break
