@@ -34,6 +34,12 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small configuration (minutes); written to <name>_quick.json")
     p.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/<name>[_quick].json)")
     p.add_argument("--fresh", action="store_true", help="ignore finished rows of an earlier run")
+    p.add_argument(
+        "--merge",
+        default=None,
+        help="comma-separated result files of the same configuration (e.g. one per seed, run in parallel) whose "
+        "finished rows are taken over",
+    )
     return p
 
 
@@ -109,7 +115,7 @@ class Run:
             os.environ["ART_EXT_DATA"] = args.data
         self.name = name
         self.path = args.out or os.path.join(RESULTS, f"{name}{'_quick' if args.quick else ''}.json")
-        self.config = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "fresh", "data")}
+        self.config = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "fresh", "data", "merge")}
         self.selectors = selectors
         self.start = time.perf_counter()
         self.previous_wall = 0.0
@@ -124,19 +130,29 @@ class Run:
             "notes": notes,
             "complete": False,
         }
+
+        def same(config: dict[str, Any]) -> bool:
+            return {k: v for k, v in config.items() if k not in selectors} == {
+                k: v for k, v in self.config.items() if k not in selectors
+            }
+
         if not args.fresh and os.path.exists(self.path):
             with open(self.path) as f:
                 old = json.load(f)
-
-            def same(config: dict[str, Any]) -> bool:
-                return {k: v for k, v in config.items() if k not in selectors} == {
-                    k: v for k, v in self.config.items() if k not in selectors
-                }
-
             if same(old.get("config") or {}):
                 self.rows = old.get("rows", [])
                 self.previous_wall = float(old.get("wall_s", 0.0))
                 print(f"[{name}] resuming: {len(self.rows)} finished rows in {self.path}", flush=True)
+        for other in (getattr(args, "merge", None) or "").split(","):
+            if other:
+                with open(other) as f:
+                    old = json.load(f)
+                if not same(old.get("config") or {}):
+                    raise ValueError(f"--merge {other}: another configuration; only selectors {selectors} may differ.")
+                new = [r for r in old.get("rows", []) if self.done(r.get("key")) is None]
+                self.rows += new
+                self.previous_wall += float(old.get("wall_s", 0.0))
+                print(f"[{name}] {len(new)} finished rows taken over from {other}", flush=True)
 
     def done(self, key: str) -> dict[str, Any] | None:
         """The finished row with this key, or None."""
@@ -190,10 +206,10 @@ def command_line(argv: list[str]) -> str:
         if skip:
             skip = False
             continue
-        if a == "--data":
+        if a in ("--data", "--merge"):
             skip = True
             continue
-        if a.startswith("--data="):
+        if a.startswith(("--data=", "--merge=")):
             continue
         if i > 1 and argv[i - 1] == "--out":
             a = _relative(a)
