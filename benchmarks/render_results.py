@@ -86,6 +86,7 @@ def targets(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     for stem, data in items:
         if data.get("quick"):
             continue
+        first = len(out)
         bench, rows = str(data.get("benchmark", stem)), _rows(data)
         if bench == "lmt_mnist":
             for r in rows:
@@ -115,7 +116,10 @@ def targets(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
                         }
                     )
         elif bench == "vat_text":
-            summary = {r["method"]: r for r in (data.get("tables") or {}).get("summary", []) if "method" in r}
+            summary: dict[str, dict[str, Any]] = {}
+            for r in (data.get("tables") or {}).get("summary", []):  # per method, the setting with the most seeds
+                if "method" in r and r.get("seeds", 0) > summary.get(r["method"], {}).get("seeds", -1):
+                    summary[r["method"]] = r
             base = summary.get("baseline")
             for m in ("AT", "VAT"):
                 if base and m in summary:
@@ -155,6 +159,12 @@ def targets(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
                             "verdict": _verdict(abs(d) <= 0.05, f"{d:+.1%} points"),
                         }
                     )
+        scale = (data.get("paper") or {}).get("scale") if isinstance(data.get("paper"), dict) else None
+        for row in out[first:]:
+            row["this run"] = data.get("setting") or "n/a"
+            row["paper's scale"] = scale or "n/a"
+            if data.get("complete") is False:
+                row["verdict"] += " (run incomplete)"
     return out
 
 
@@ -267,7 +277,7 @@ def paper_lines(paper: Any, prefix: str = "") -> list[str]:
         return [f"- {prefix}{fmt(paper)}"] if paper else []
     lines = []
     for k, v in paper.items():
-        if k == "citation":
+        if k in ("citation", "scale"):
             continue
         if isinstance(v, dict):
             lines += paper_lines(v, f"{prefix}{k.replace('_', ' ')}, ")
@@ -331,6 +341,8 @@ def section(stem: str, data: dict[str, Any], plots_dir: str, plots_rel: str) -> 
     if paper:
         cite = paper.get("citation", "") if isinstance(paper, dict) else ""
         lines += [f"Paper anchors{': ' + cite if cite else ''}.", ""] + paper_lines(paper) + [""]
+        if isinstance(paper, dict) and paper.get("scale"):
+            lines += [f"The paper's scale: {paper['scale']}.", ""]
     if data.get("notes"):
         lines += [f"Notes: {data['notes']}", ""]
     meta = []
@@ -373,7 +385,9 @@ def render(results: str, out: str, plots_dir: str | None = None, intro: str = ""
         lines += ["No results yet.", ""]
     checked = targets(items)
     if checked:
-        lines += ["Targets", "-------", ""] + list_table(checked, ["target", "ours", "paper", "verdict", "result"])
+        lines += ["Targets", "-------", ""] + list_table(
+            checked, ["target", "ours", "paper", "verdict", "this run", "paper's scale", "result"]
+        )
     for stem, data in items:
         lines += section(stem, data, plots_dir, plots_rel)
     text = "\n".join(lines).rstrip() + "\n"

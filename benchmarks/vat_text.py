@@ -25,6 +25,7 @@ PAPER = {
     "Classification, ICLR 2017 (Rotten Tomatoes, LSTM with a pretrained language model, Table 5)",
     "test_error": {"baseline": 0.177, "AT": 0.167, "VAT": 0.191},
     "eps": "5.0 on the normalised embeddings (their sequences, their scaling)",
+    "scale": "a 1024-unit LSTM on 256-d embeddings, initialised from a language model pretrained on unlabelled reviews",
 }
 
 
