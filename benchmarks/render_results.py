@@ -306,8 +306,13 @@ def section(stem: str, data: dict[str, Any], plots_dir: str, plots_rel: str) -> 
     if data.get("command"):
         lines += ["Command (reproduces every row of this section; rerunning it resumes an interrupted run):", ""]
         lines += [".. code-block:: bash", "", f"   {clean_command(data['command'])}", ""]
-    if rows:
-        lines += list_table(rows, scalar_columns(rows))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:  # rows naming a "table" go to a table of their own
+        groups.setdefault(str(row.get("table", "")), []).append(row)
+    for name, group in groups.items():
+        if name:
+            lines += [f"*{name}*:", ""]
+        lines += list_table(group, [c for c in scalar_columns(group) if c != "table"])
     for name, table in (data.get("tables") or {}).items():
         table = [r for r in table if isinstance(r, dict)]
         if table:

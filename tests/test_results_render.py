@@ -56,7 +56,8 @@ def test_render_tables_plots_and_targets(tmp_path, render):
                     "clean": 0.91234,
                     "verified_1.58": 0.5,
                     "certified_curve": [{"radius": 0.0, "accuracy": 0.9}, {"radius": 1.58, "accuracy": 0.5}],
-                }
+                },
+                {"key": "tightness/lmt", "table": "tightness chain", "model": "LMT", "(D)/(C)": 1.75},
             ],
         },
     )
@@ -102,6 +103,8 @@ def test_render_tables_plots_and_targets(tmp_path, render):
     # the command, without the machine's data path
     assert "ART_EXT_DATA=<data root> python benchmarks/lmt_mnist.py --epochs 3" in text
     assert "/some/where" not in text
+    # rows naming a table go to a table of their own
+    assert "*tightness chain*:" in text and "     - 1.75" in text and "   * - table" not in text
     # extra scalars, notes, run metadata, status of quick / incomplete runs
     assert "speedup: 7.25" in text and "Notes: a note" in text and "2 CPU cores, GPU: none" in text
     assert "**quick configuration**" in text and "**incomplete run**" in text
