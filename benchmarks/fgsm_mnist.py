@@ -35,12 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--eps", type=float, default=0.25)
     p.add_argument("--epochs", type=int, default=10, help="epochs of each model")
+    p.add_argument(
+        "--adv-epochs", type=int, default=None, help="epochs of the adversarially trained model (default: --epochs)"
+    )
     p.add_argument("--n-train", type=int, default=None, help="training images (default: all 60k)")
     p.add_argument("--n-test", type=int, default=None, help="test images (default: all 10k)")
     p.add_argument("--plot", default=None, help="save the FGSM transfer heatmap there (PNG)")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.n_train, args.n_test = 2, args.n_train or 10000, args.n_test or 2000
+    adv_epochs = args.adv_epochs or args.epochs
 
     from art.attacks.evasion import FastGradientMethod
     from art.defences.trainer import AdversarialTrainer
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         args,
         PAPER,
         notes="LeNet-5 (Adam) instead of the paper's maxout network; adversarial training with ART's "
-        "AdversarialTrainer (ratio 0.5) for the same number of epochs as the normal model.",
+        "AdversarialTrainer (ratio 0.5).",
+        selectors=("adv_epochs",),
     )
     (x_train, y_train), (x_test, y_test), _, _ = load_mnist(channels_first=args.framework == "pytorch")
     rng = np.random.default_rng(args.seed)
@@ -73,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     robust = make_classifier(build_model("lenet5", args.framework, seed=args.seed + 1), input_shape=shape)
     trained(
         run,
-        "fgsm_trained",
+        f"fgsm_trained-{adv_epochs}",
         robust,
         lambda: AdversarialTrainer(robust, FastGradientMethod(robust, eps=eps, batch_size=256), ratio=0.5).fit(
-            x_train, y_train, nb_epochs=args.epochs, batch_size=128
+            x_train, y_train, nb_epochs=adv_epochs, batch_size=128
         ),
     )
     models = {"normal": normal, "FGSM-trained": robust}
@@ -101,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             "least_likely_reached": float(np.mean(clf.predict(x_ll).argmax(1) == ll.least_likely_class(x_test))),
         }
 
-    rows = [run.row(f"model/{name}", lambda n=name, c=clf: model_row(n, c)) for name, clf in models.items()]
+    rows = [
+        run.row(f"model/{name}" + (f"-{adv_epochs}" if name != "normal" else ""), lambda n=name, c=clf: model_row(n, c))
+        for name, clf in models.items()
+    ]
 
     def transfer_rows():
         result = transferability_matrix(
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"matrix": {s: {t: float(result.error_rates[i, j]) for j, t in enumerate(result.names)}
                            for i, s in enumerate(result.names)}}  # fmt: skip
 
-    matrix = run.row("transfer", transfer_rows)["matrix"]
+    matrix = run.row(f"transfer-{adv_epochs}", transfer_rows)["matrix"]
     transfer = [
         {"crafted on": s, "evaluated on": t, "error": matrix[s][t], "paper_error": PAPER["transfer"].get(f"{s} -> {t}")}
         for s in matrix
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     run.finish(
         setting=f"MNIST, LeNet-5, {args.framework}, {len(x_train)} training / {len(x_test)} test images, "
-        f"{args.epochs} epochs per model, FGSM eps {eps} (l-inf)",
+        f"{args.epochs} epochs (normal) and {adv_epochs} (FGSM-trained), FGSM eps {eps} (l-inf)",
         tables={"transfer": transfer},
     )
     print(markdown_table(list(rows[0])[1:], [list(r.values())[1:] for r in rows], floatfmt=".3f"))

@@ -116,9 +116,19 @@ def targets(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
                         }
                     )
         elif bench == "vat_text":
+            # per method: the eps of the command (not the other settings of a sweep), then the most seeds
+            wanted = str((data.get("config") or {}).get("eps", "")).split(",")
+
+            def rank(r, wanted=wanted):
+                try:
+                    chosen = any(float(w) == float(r.get("eps")) for w in wanted if w != "auto")
+                except (TypeError, ValueError):
+                    chosen = str(r.get("eps")) in wanted
+                return (chosen or r.get("method") == "baseline", r.get("seeds", 0))
+
             summary: dict[str, dict[str, Any]] = {}
-            for r in (data.get("tables") or {}).get("summary", []):  # per method, the setting with the most seeds
-                if "method" in r and r.get("seeds", 0) > summary.get(r["method"], {}).get("seeds", -1):
+            for r in (data.get("tables") or {}).get("summary", []):
+                if "method" in r and (r["method"] not in summary or rank(r) > rank(summary[r["method"]])):
                     summary[r["method"]] = r
             base = summary.get("baseline")
             for m in ("AT", "VAT"):

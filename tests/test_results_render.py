@@ -122,13 +122,16 @@ def test_render_reports_missed_targets(tmp_path, render):
     results.mkdir()
     summary = [
         {"method": "baseline", "eps": "auto", "seeds": 3, "mean_accuracy": 0.75},
+        {"method": "AT", "eps": 5.0, "seeds": 3, "mean_accuracy": 0.5},
         {"method": "AT", "eps": 1.0, "seeds": 3, "mean_accuracy": 0.77},
         {"method": "VAT", "eps": 1.0, "seeds": 3, "mean_accuracy": 0.74},
     ]
-    _write(results, "vat_text", {"benchmark": "vat_text", "rows": [], "tables": {"summary": summary}})
+    data = {"benchmark": "vat_text", "config": {"eps": "1.0"}, "rows": [], "tables": {"summary": summary}}
+    _write(results, "vat_text", data)
     text = render(str(results), str(tmp_path / "results.rst"))
     assert "AT beats the baseline" in text and "     - met" in text
     assert "missed (by 1.00% points)" in text
+    assert "77.00% vs 75.00%" in text  # the eps of the command, not the other eps of a sweep
 
 
 def test_render_empty_folder(tmp_path, render):
