@@ -72,7 +72,8 @@ class VirtualAdversarialTrainer(Trainer):
         :param eps: l2 norm of the virtual adversarial perturbation per sample (per sequence for text), in input
                     units. ``None``: for images a quarter of the median l2 norm of the training inputs, resolved by
                     :meth:`fit` into ``eps_`` (about 1.0 on the 8x8 digits, 2.3 on MNIST where the paper uses 2.0);
-                    for text 5.0 on the normalised embedding sequence, as in Miyato et al. (2017).
+                    for text an absolute 0.5 on the normalised embedding sequence (Miyato et al. (2017) use an
+                    absolute 5.0 with a pretrained language model; see ``_defaults.py``).
         :param xi: Radius of the power iteration, in input units. ``None``: a quarter of the median input norm
                    (about 1.0 on digits), resolved into ``xi_``. The papers' ``1e-6`` sits at the edge of float32.
         :param n_power_iterations: Power iterations ``K`` (1 suffices in the paper).
