@@ -151,6 +151,9 @@ class Run:
                     raise ValueError(f"--merge {other}: another configuration; only selectors {selectors} may differ.")
                 new = [r for r in old.get("rows", []) if self.done(r.get("key")) is None]
                 self.rows += new
+                if new and old.get("command"):
+                    merged = self.data.setdefault("merged_from", [])
+                    merged.append({"command": old["command"], "rows": [r.get("key") for r in new]})
                 self.previous_wall += float(old.get("wall_s", 0.0))
                 print(f"[{name}] {len(new)} finished rows taken over from {other}", flush=True)
 
@@ -241,18 +244,19 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def trained(run: Run, key: str, clf: Any, train: Callable[[], Any]) -> Any:
+def trained(run: Run, key: str, clf: Any, train: Callable[[], Any], ignore: tuple[str, ...] = ()) -> Any:
     """
     Train ``clf`` with ``train()`` unless its weights were saved by an earlier run of the same configuration.
 
     Weights go to ``benchmarks/results/cache/`` (not committed), so a rerun after an interruption skips the training.
+    Options named in ``ignore`` (e.g. the test-set size) do not change the weights: runs differing only in them share.
     """
     import numpy as np
 
     cache = os.path.join(os.path.dirname(os.path.abspath(run.path)), "cache")
     import hashlib
 
-    config = {k: v for k, v in run.config.items() if k not in run.selectors}
+    config = {k: v for k, v in run.config.items() if k not in run.selectors and k not in ignore}
     tag = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
     path = os.path.join(cache, f"{run.name}{'_quick' if run.data['quick'] else ''}-{key}-{tag}.npz")
     model = clf.model

@@ -48,6 +48,7 @@ META = {
     "tables",
     "train_seconds",
     "summary",
+    "merged_from",
 }
 #: (x, y) keys of known curves inside rows, with axis labels
 CURVES = {
@@ -316,6 +317,10 @@ def section(stem: str, data: dict[str, Any], plots_dir: str, plots_rel: str) -> 
     if data.get("command"):
         lines += ["Command (reproduces every row of this section; rerunning it resumes an interrupted run):", ""]
         lines += [".. code-block:: bash", "", f"   {clean_command(data['command'])}", ""]
+    merged = [m for m in data.get("merged_from") or [] if isinstance(m, dict) and m.get("command")]
+    if merged:
+        lines += ["Rows computed by runs of the same configuration (one per seed or setting, run in parallel):", ""]
+        lines += [".. code-block:: bash", ""] + [f"   {clean_command(m['command'])}" for m in merged] + [""]
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # rows naming a "table" go to a table of their own
         groups.setdefault(str(row.get("table", "")), []).append(row)
