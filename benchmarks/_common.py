@@ -142,6 +142,8 @@ class Run:
             if same(old.get("config") or {}):
                 self.rows = old.get("rows", [])
                 self.previous_wall = float(old.get("wall_s", 0.0))
+                if old.get("merged_from"):
+                    self.data["merged_from"] = old["merged_from"]
                 print(f"[{name}] resuming: {len(self.rows)} finished rows in {self.path}", flush=True)
         for other in (getattr(args, "merge", None) or "").split(","):
             if other:
@@ -151,10 +153,11 @@ class Run:
                     raise ValueError(f"--merge {other}: another configuration; only selectors {selectors} may differ.")
                 new = [r for r in old.get("rows", []) if self.done(r.get("key")) is None]
                 self.rows += new
+                if new:
+                    self.previous_wall += float(old.get("wall_s", 0.0))
                 if new and old.get("command"):
                     merged = self.data.setdefault("merged_from", [])
                     merged.append({"command": old["command"], "rows": [r.get("key") for r in new]})
-                self.previous_wall += float(old.get("wall_s", 0.0))
                 print(f"[{name}] {len(new)} finished rows taken over from {other}", flush=True)
 
     def done(self, key: str) -> dict[str, Any] | None:

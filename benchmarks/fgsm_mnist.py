@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     eps = args.eps
 
     normal = make_classifier(build_model("lenet5", args.framework, seed=args.seed), input_shape=shape)
-    trained(run, "normal", normal, lambda: normal.fit(x_train, y_train, nb_epochs=args.epochs, batch_size=128))
+    test_only = ("n_test", "plot")
+    trained(
+        run, "normal", normal, lambda: normal.fit(x_train, y_train, nb_epochs=args.epochs, batch_size=128), test_only
+    )
     robust = make_classifier(build_model("lenet5", args.framework, seed=args.seed + 1), input_shape=shape)
     trained(
         run,
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: AdversarialTrainer(robust, FastGradientMethod(robust, eps=eps, batch_size=256), ratio=0.5).fit(
             x_train, y_train, nb_epochs=adv_epochs, batch_size=128
         ),
+        test_only,
     )
     models = {"normal": normal, "FGSM-trained": robust}
 

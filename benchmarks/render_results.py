@@ -141,7 +141,7 @@ def targets(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
                             "target": f"rt-polarity: {m} beats the baseline in mean accuracy",
                             "ours": f"{summary[m]['mean_accuracy']:.2%} vs {base['mean_accuracy']:.2%} "
                             f"({summary[m].get('seeds')} seeds, eps {summary[m].get('eps')})",
-                            "paper": "baseline 82.3%, AT 83.3%, VAT 80.9% (their error: 17.7/16.7/19.1%)",
+                            "paper": "AT beats the baseline (pretrained LSTM)",
                             "verdict": _verdict(d > 0, f"by {-d:.2%} points"),
                         }
                     )
@@ -367,7 +367,8 @@ def section(stem: str, data: dict[str, Any], plots_dir: str, plots_rel: str) -> 
         lines += [f"Notes: {data['notes']}", ""]
     meta = []
     if data.get("wall_s") is not None:
-        meta.append(f"wall time {fmt(float(data['wall_s']))} s")
+        summed = " (summed over the merged runs)" if data.get("merged_from") else ""
+        meta.append(f"wall time {fmt(float(data['wall_s']))} s{summed}")
     m = data.get("machine") or {}
     if m:
         meta.append(f"{m.get('cpu_count', '?')} CPU cores, GPU: {m.get('gpu') or 'none'}")
