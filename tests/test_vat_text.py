@@ -40,10 +40,11 @@ def _robustness(clf, corpus, eps, xi):
 
 
 def test_text_at_and_vat_improve_the_robustness_they_target(framework, corpus):
-    base, trainer = _train(framework, corpus, alpha=0.0)
+    # An eps at the toy corpus's scale (16-d embeddings): the text default (0.5) is set for rt-polarity's models.
+    base, trainer = _train(framework, corpus, alpha=0.0, eps=3.0)
     eps, xi = trainer.eps_, trainer.xi_
-    at, _ = _train(framework, corpus, alpha=0.0, adversarial_weight=1.0)
-    vat, _ = _train(framework, corpus, alpha=1.0)
+    at, _ = _train(framework, corpus, alpha=0.0, adversarial_weight=1.0, eps=3.0)
+    vat, _ = _train(framework, corpus, alpha=1.0, eps=3.0)
     acc_b, acc_at_b, lds_b = _robustness(base, corpus, eps, xi)
     acc_a, acc_at_a, lds_a = _robustness(at, corpus, eps, xi)
     acc_v, acc_at_v, lds_v = _robustness(vat, corpus, eps, xi)
@@ -60,6 +61,7 @@ def test_text_semi_supervised_vat_and_lstm_run(framework, corpus):
         framework, corpus, "text_lstm", nb_epochs=2, x_unlabeled=x_train[40:], n_labeled=40, entropy_minimization=True
     )
     assert len(trainer.history) == 2 and np.all(np.isfinite(trainer.history))
+    assert trainer.eps_ == 0.5  # the text default: an absolute norm on the normalised embeddings
     emb = clf.embeddings(x_train[:5])
     assert emb.shape == (5, x_train.shape[1], 16)
     # Normalised embeddings: frequency-weighted mean 0 and variance 1 per dimension over the vocabulary.

@@ -19,6 +19,7 @@ from art_ext.backend.virtual_adversarial import (
     unit_direction,
     virtual_adversarial_direction,
 )
+from art_ext.defences.trainer._defaults import DEFAULT_TEXT_EPS
 from art_ext.defences.trainer._distributed import aux_forward, epoch_indices, rank_share, split_rng
 from art_ext.defences.trainer._loop import (
     TrainingLoop,
@@ -77,9 +78,10 @@ class VirtualAdversarialTrainer(Trainer):
                            preprocessing defences apply to every batch and its predict-time ones inside the
                            perturbed forward passes (with BPDA gradients), as ART applies them.
         :param eps: l2 norm of the virtual adversarial perturbation per sample (per sequence for text), in input
-                    units. ``None``: a quarter of the median l2 norm of the training inputs (or of their normalised
-                    embedding sequences), resolved by :meth:`fit` into ``eps_`` (about 1.0 on the 8x8 digits, 2.3
-                    on MNIST where the paper uses 2.0).
+                    units. ``None``: for images a quarter of the median l2 norm of the training inputs, resolved by
+                    :meth:`fit` into ``eps_`` (about 1.0 on the 8x8 digits, 2.3 on MNIST where the paper uses 2.0);
+                    for text an absolute 0.5 on the normalised embedding sequence (Miyato et al. (2017) use an
+                    absolute 5.0 with a pretrained language model; see ``_defaults.py``).
         :param xi: Radius of the power iteration, in input units. ``None``: a quarter of the median input norm
                    (about 1.0 on digits), resolved into ``xi_``. The papers' ``1e-6`` sits at the edge of float32.
         :param n_power_iterations: Power iterations ``K`` (1 suffices in the paper).
@@ -173,7 +175,10 @@ class VirtualAdversarialTrainer(Trainer):
             scale = self.median_norm(x)
             if scale <= 0:
                 raise ValueError("Cannot derive default `eps`/`xi` from inputs of zero norm; pass them explicitly.")
-        self.eps_ = DEFAULT_RELATIVE_EPS * scale if self.eps is None else self.eps
+        if self.eps is not None:
+            self.eps_ = self.eps
+        else:  # text: an absolute norm on the normalised embeddings (see _defaults.py)
+            self.eps_ = DEFAULT_TEXT_EPS if self.is_text else DEFAULT_RELATIVE_EPS * scale
         self.xi_ = DEFAULT_RELATIVE_XI * scale if self.xi is None else self.xi
         self.adversarial_eps_ = self.eps_ if self.adversarial_eps is None else self.adversarial_eps
         logger.info("VAT scales: eps=%.4g, xi=%.4g, adversarial eps=%.4g", self.eps_, self.xi_, self.adversarial_eps_)
