@@ -210,6 +210,8 @@ def test_bad_inputs_raise_clear_errors(digits_mlp_classifier, framework, test_ba
         LeastLikelyClassMethod(digits_mlp_classifier, verbose=False).generate(x[:, :, :4])
     with pytest.raises(ValueError, match="clip_values"):
         LeastLikelyClassMethod(_fresh_classifier(framework, seed=0, clip_values=None), eps=0.1)
+    unbounded = LeastLikelyClassMethod(_fresh_classifier(framework, seed=0, clip_values=None), eps=0.1, eps_step=0.01)
+    assert unbounded.effective_max_iter == 100  # ART's BIM default when Kurakin's rule has no grey-level scale
     with pytest.raises(EstimatorError):
         RandomFGSM(object())
 

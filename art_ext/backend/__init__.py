@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from art_ext.backend.base import Backend
+from art_ext.backend.estimator import apply_fit_defences, is_query_only
 
-__all__ = ["Backend", "get_backend", "framework_of"]
+__all__ = ["Backend", "apply_fit_defences", "framework_of", "get_backend", "is_query_only"]
 
 _CACHE: dict[str, Backend] = {}
 
@@ -33,8 +34,8 @@ def framework_of(obj: Any) -> str:
     """
     Name the framework of an ART estimator, a model, a tensor or a framework name.
 
-    :param obj: An ART ``PyTorch*``/``TensorFlowV2*`` estimator, an ``nn.Module``, a Keras model, a tensor, or one
-                of the strings ``"pytorch"`` and ``"tensorflow"``.
+    :param obj: An ART ``PyTorch*``/``TensorFlowV2*``/``Keras*`` estimator, an ``nn.Module``, a Keras model, a tensor,
+                or one of the strings ``"pytorch"`` and ``"tensorflow"`` (``KerasClassifier`` runs on TensorFlow).
     :return: ``"pytorch"`` or ``"tensorflow"``.
     :raises TypeError: When the framework cannot be recognised.
     """
@@ -51,8 +52,8 @@ def framework_of(obj: Any) -> str:
         if module.startswith(("tensorflow", "keras", "tf_keras")) or qualname.startswith(("TensorFlowV2", "Keras")):
             return "tensorflow"
     raise TypeError(
-        f"Cannot tell the framework of {type(obj).__name__}: expected an ART PyTorch or TensorFlowV2 estimator, "
-        "a torch.nn.Module, a Keras model or a tensor."
+        f"Cannot tell the framework of {type(obj).__name__}: expected an ART PyTorch, TensorFlowV2 or Keras "
+        "estimator, a torch.nn.Module, a Keras model or a tensor."
     )
 
 

@@ -258,28 +258,69 @@ class Backend(abc.ABC):
         ent = -self.sum(self.exp(log_p) * log_p, axis=-1)
         return self.mean(ent) if reduce else ent
 
-    def forward(self, estimator: Any, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, estimator: Any, x: Tensor, training: bool = False, fit: bool | None = None) -> Tensor:
         """
-        Differentiable forward pass through an ART estimator: its framework preprocessing (e.g. mean/std), then its
-        model. Postprocessing defences are not applied (they are not differentiable in ART).
+        Differentiable forward pass through an ART estimator: its preprocessing operations as ART applies them, then
+        its model. Postprocessing defences are not applied (they are not differentiable in ART).
+
+        :param estimator: An ART estimator (or a bare framework model).
+        :param x: Input tensor.
+        :param training: Call the model in training mode.
+        :param fit: Apply the fit-time (``apply_fit``) rather than the predict-time (``apply_predict``) preprocessing;
+                    default: `training`. At fit time the non-differentiable defences are skipped here: the trainers
+                    apply them to each numpy batch first (:func:`art_ext.backend.apply_fit_defences`), as ART's fit.
         """
-        x_pre = self.preprocess(estimator, x)
+        x_pre = self.preprocess(estimator, x, fit=training if fit is None else fit)
         return self.call_model(self.model_of(estimator), x_pre, training=training)
 
-    def preprocess(self, estimator: Any, x: Tensor) -> Tensor:
-        """Apply an ART estimator's differentiable preprocessing to a tensor (identity for a bare model)."""
-        if not hasattr(estimator, "_apply_preprocessing") or not getattr(estimator, "preprocessing_operations", None):
-            return x
-        if not getattr(estimator, "all_framework_preprocessing", False):
-            raise TypeError(
-                f"{type(estimator).__name__} has preprocessing without a {self.name} implementation; art_ext needs "
-                "differentiable preprocessing (ART's mean/std standardisation is)."
-            )
-        return self._apply_preprocessing(estimator, x)
+    def preprocess(self, estimator: Any, x: Tensor, fit: bool = False) -> Tensor:
+        """
+        Apply an ART estimator's preprocessing operations to a tensor, in ART's order and with ART's
+        ``apply_fit``/``apply_predict`` flags (identity for a bare model). Framework preprocessors and the mean/std
+        standardisation are differentiable; any other (numpy) defence runs on numpy with its own
+        ``estimate_gradient`` as backward pass (BPDA, as ART's loss gradients).
 
-    def _apply_preprocessing(self, estimator: Any, x: Tensor) -> Tensor:
-        x_pre, _ = estimator._apply_preprocessing(x, y=None, fit=False)
-        return x_pre
+        :param estimator: An ART estimator.
+        :param x: Input tensor.
+        :param fit: Fit-time flags (non-differentiable defences skipped, see :meth:`forward`) or predict-time flags.
+        """
+        from art_ext.backend.estimator import is_framework_preprocessor, is_standardisation
+
+        operations = getattr(estimator, "preprocessing_operations", None)
+        if not operations or not hasattr(estimator, "predict"):
+            return x
+        for op in operations:
+            if not (op.apply_fit if fit else op.apply_predict):
+                continue
+            if is_framework_preprocessor(op, self.name):
+                x, _ = op.forward(x, None)
+            elif is_standardisation(op):
+                x = self._standardise(x, op)
+            elif not fit:
+                x = self.numpy_preprocessor(op, x)
+        return x
+
+    def _standardise(self, x: Tensor, op: Any) -> Tensor:
+        from art.preprocessing.standardisation_mean_std.utils import broadcastable_mean_std
+
+        mean = np.asarray(op.mean, dtype=np.float32)
+        std = np.asarray(op.std, dtype=np.float32)
+        mean, std = broadcastable_mean_std(np.broadcast_to(np.float32(0), self.shape(x)), mean, std)
+        return (x - self.asarray(mean, device=self._device_of_tensor(x))) / self.asarray(
+            std, device=self._device_of_tensor(x)
+        )
+
+    def _device_of_tensor(self, x: Tensor) -> Any:
+        return getattr(x, "device", None) if self.name == "pytorch" else None
+
+    @abc.abstractmethod
+    def numpy_preprocessor(self, op: Any, x: Tensor) -> Tensor:
+        """
+        Apply a numpy ART preprocessor to a tensor; its backward pass is ``op.estimate_gradient`` (BPDA).
+
+        :param op: An ART ``Preprocessor`` working on numpy arrays.
+        :param x: Input tensor.
+        """
 
     def train_step(
         self, model: Any, optimizer: Any, loss_fn: Callable[[], Any], weights: Sequence[Tensor] | None = None
@@ -298,6 +339,28 @@ class Backend(abc.ABC):
         value, grads = self.value_and_grad(lambda *_: loss_fn(), weights)
         self.apply_gradients(optimizer, grads, weights)
         return float(self.to_numpy(value))
+
+    def make_train_step(
+        self, optimizer: Any, loss_fn: Callable[..., Any], weights: Sequence[Tensor], compile: bool = False
+    ) -> Callable[..., Tensor]:
+        """
+        A training step ``step(*batch) -> loss``: differentiate ``loss_fn(*batch)`` with respect to `weights` and
+        apply the optimizer.
+
+        :param optimizer: An optimizer over `weights`.
+        :param loss_fn: Maps the batch tensors to the scalar loss (it calls the model itself).
+        :param weights: The trainable weights.
+        :param compile: Compile the step where the framework can (``tf.function``); `loss_fn` must then be pure
+                        framework code (no numpy random draws, which would be frozen at tracing).
+        """
+        weights = list(weights)
+
+        def step(*batch):
+            value, grads = self.value_and_grad(lambda *_: loss_fn(*batch), weights)
+            self.apply_gradients(optimizer, grads, weights)
+            return value
+
+        return step
 
     @contextlib.contextmanager
     def training_mode(self, model: Any, training: bool = True) -> Iterator[None]:

@@ -64,9 +64,24 @@ class PyTorchBackend(Backend):
     def stop_gradient(self, x: Tensor) -> Tensor:
         return x.detach()
 
-    def _apply_preprocessing(self, estimator: Any, x: Tensor) -> Tensor:
-        x_pre, _ = estimator._apply_preprocessing(x, y=None, fit=False, no_grad=False)
-        return x_pre
+    def numpy_preprocessor(self, op: Any, x: Tensor) -> Tensor:
+        torch = self.torch
+
+        class _BPDA(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, inputs):
+                x_np = inputs.detach().cpu().numpy()
+                ctx.save_for_backward(inputs)
+                out, _ = op(x_np, None)
+                return torch.as_tensor(np.asarray(out, dtype=np.float32), device=inputs.device)
+
+            @staticmethod
+            def backward(ctx, grad):
+                (inputs,) = ctx.saved_tensors
+                g = op.estimate_gradient(inputs.detach().cpu().numpy(), grad.detach().cpu().numpy())
+                return torch.as_tensor(np.asarray(g, dtype=np.float32), device=grad.device)
+
+        return _BPDA.apply(x)
 
     # models
     def model_of(self, estimator: Any) -> Any:

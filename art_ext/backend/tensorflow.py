@@ -85,7 +85,48 @@ class TensorFlowBackend(Backend):
         optimizer.apply_gradients(zip(grads, weights))
 
     def optimizer_of(self, estimator: Any) -> Any:
-        return getattr(estimator, "_optimizer", None)
+        optimizer = getattr(estimator, "_optimizer", None)
+        if optimizer is None and type(estimator).__name__.startswith("Keras"):
+            # KerasClassifier keeps the optimizer the model was compiled with.
+            optimizer = getattr(self.model_of(estimator), "optimizer", None)
+        return optimizer
+
+    def make_train_step(
+        self, optimizer: Any, loss_fn: Callable[..., Any], weights: Sequence[Tensor], compile: bool = False
+    ) -> Callable[..., Tensor]:
+        step = super().make_train_step(optimizer, loss_fn, weights, compile=False)
+        if not compile:
+            return step
+        inner = getattr(optimizer, "optimizer", optimizer)
+        if hasattr(inner, "build") and not getattr(inner, "built", True):
+            inner.build(list(weights))
+        return self.tf.function(step)
+
+    def numpy_preprocessor(self, op: Any, x: Tensor) -> Tensor:
+        tf = self.tf
+
+        def run(a):
+            out, _ = op(np.asarray(a), None)
+            return np.asarray(out, dtype=np.float32)
+
+        def run_grad(a, g):
+            return np.asarray(op.estimate_gradient(np.asarray(a), np.asarray(g)), dtype=np.float32)
+
+        @tf.custom_gradient
+        def bpda(inputs):
+            out = tf.numpy_function(run, [inputs], tf.float32)
+
+            def grad(dy):
+                g = tf.numpy_function(run_grad, [inputs, dy], tf.float32)
+                g.set_shape(inputs.shape)
+                return g
+
+            return out, grad
+
+        out = bpda(x)
+        if tf.executing_eagerly():
+            return tf.convert_to_tensor(out)
+        return out
 
     def make_optimizer(
         self, weights: Sequence[Tensor], name: str = "adam", learning_rate: float = 1e-3, **kwargs
@@ -208,7 +249,8 @@ class TensorFlowBackend(Backend):
         return self.tf.stack(list(xs), axis=axis)
 
     def shape(self, x):
-        return tuple(int(d) for d in x.shape)
+        # Inside a tf.function a dimension may be unknown at tracing: its dynamic size (a scalar tensor) then.
+        return tuple(int(d) if d is not None else self.tf.shape(x)[i] for i, d in enumerate(x.shape))
 
     def cast(self, x, dtype):
         return self.tf.cast(x, getattr(self.tf, dtype))

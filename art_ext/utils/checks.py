@@ -41,6 +41,20 @@ def check_positive(value: Any, name: str, integer: bool = False, allow_zero: boo
         raise ValueError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'}, got {value!r}.")
 
 
+def check_param(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
+    """
+    :func:`check_positive` for hyper-parameters checked in ``_check_params``: every bad value raises a ``ValueError``
+    as in ART (:class:`ArgumentTypeError`, also a ``TypeError``, for a value of the wrong type).
+
+    :raises ArgumentTypeError: When `value` is not a number (or not an integer where one is required).
+    :raises ValueError: When it is not positive (non-negative with `allow_zero`).
+    """
+    try:
+        check_positive(value, name, integer=integer, allow_zero=allow_zero)
+    except TypeError as err:
+        raise ArgumentTypeError(str(err)) from None
+
+
 def check_labels(y: Any, nb_classes: int, n: int | None = None, name: str = "y") -> np.ndarray:
     """
     Normalise labels to int64 indices of shape ``(nb_samples,)``.

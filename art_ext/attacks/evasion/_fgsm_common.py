@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from art.config import ART_NUMPY_DTYPE
 
-from art_ext.utils.checks import check_finite
+from art_ext.utils.checks import ArgumentTypeError, check_finite, check_param
 
 
 def check_inputs(estimator: Any, x: Any) -> np.ndarray:
@@ -45,9 +45,25 @@ def batch_mask(mask: np.ndarray | None, x: np.ndarray, start: int, stop: int) ->
     return mask
 
 
+def check_value(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
+    """A positive (or non-negative) number or integer; ``ValueError`` otherwise, as ART's ``_check_params``."""
+    check_param(value, name, integer=integer, allow_zero=allow_zero)
+
+
+def check_value_or_array(value: Any, name: str, allow_zero: bool = False) -> None:
+    """A positive number or an array of positive numbers (ART's per-feature ``eps``); ``ValueError`` otherwise."""
+    if isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.number) or value.size == 0 or not np.all(np.isfinite(value)):
+            raise ArgumentTypeError(f"`{name}` must be a finite numeric array, got {value!r}.")
+        if np.any(value < 0) or (not allow_zero and np.any(value == 0)):
+            raise ArgumentTypeError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'} everywhere.")
+        return
+    check_value(value, name, allow_zero=allow_zero)
+
+
 def check_random_state(random_state: Any) -> None:
     if random_state is not None and not isinstance(random_state, (numbers.Integral, np.random.Generator)):
-        raise TypeError(f"`random_state` must be None, an int or a numpy Generator, got {random_state!r}.")
+        raise ArgumentTypeError(f"`random_state` must be None, an int or a numpy Generator, got {random_state!r}.")
     if isinstance(random_state, numbers.Integral) and (isinstance(random_state, bool) or random_state < 0):
         raise ValueError(f"`random_state` must be a non-negative int, got {random_state!r}.")
 
@@ -60,4 +76,13 @@ def make_rng(random_state: Any) -> np.random.Generator:
 
 def check_flag(value: Any, name: str) -> None:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool, got {value!r}.")
+        raise ArgumentTypeError(f"`{name}` must be a bool, got {value!r}.")
+
+
+def resolve_estimator(classifier: Any, estimator: Any) -> Any:
+    """The classifier given as `classifier` (art_ext's name) or `estimator` (ART's name), exactly one of them."""
+    if classifier is not None and estimator is not None:
+        raise ValueError("Give the classifier once: as `classifier` or as `estimator`, not both.")
+    if classifier is None and estimator is None:
+        raise ValueError("A classifier is required: pass `classifier=` (or ART's `estimator=`).")
+    return classifier if classifier is not None else estimator

@@ -24,9 +24,11 @@ from art_ext.attacks.evasion._fgsm_common import (
     check_inputs,
     check_mask,
     check_random_state,
+    check_value,
     make_rng,
+    resolve_estimator,
 )
-from art_ext.utils.checks import check_labels, check_positive
+from art_ext.utils.checks import check_clip_values, check_labels
 from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ class RandomFGSM(EvasionAttack):
 
     ``x' = clip(x + alpha * sign(N(0, I)))``, ``x_adv = clip(x' + (eps - alpha) * sign(grad_x J(x', y)))``.
 
-    The l-inf distance to `x` never exceeds `eps`. The gradient step is ART's :class:`FastGradientMethod`.
+    The l-inf distance to `x` never exceeds `eps`: inputs outside the classifier's ``clip_values`` are refused (the
+    clipping could otherwise move them further). The gradient step is ART's :class:`FastGradientMethod`.
 
     | Paper link: https://arxiv.org/abs/1705.07204
     """
@@ -56,13 +59,15 @@ class RandomFGSM(EvasionAttack):
 
     def __init__(
         self,
-        classifier: Any,
+        classifier: Any = None,
         eps: float = 0.3,
         alpha: float = 0.05,
         targeted: bool = False,
         batch_size: int = 32,
         random_state: int | np.random.Generator | None = None,
         verbose: bool = True,
+        *,
+        estimator: Any = None,
     ) -> None:
         """
         Create a :class:`RandomFGSM` instance.
@@ -75,8 +80,10 @@ class RandomFGSM(EvasionAttack):
         :param random_state: Seed (int) or numpy ``Generator`` of the random step; an int makes every
             :meth:`generate` call reproducible.
         :param verbose: Show a progress bar over batches.
+        :param estimator: The classifier under ART's name (``FastGradientMethod(estimator=...)``); give either
+                          `classifier` or `estimator`.
         """
-        super().__init__(estimator=classifier)
+        super().__init__(estimator=resolve_estimator(classifier, estimator))
         self.eps = eps
         self.alpha = alpha
         self.targeted = targeted
@@ -89,7 +96,8 @@ class RandomFGSM(EvasionAttack):
         """
         Generate adversarial examples.
 
-        :param x: Inputs of shape ``(nb_samples, ...)`` matching the classifier's input shape.
+        :param x: Inputs of shape ``(nb_samples, ...)`` matching the classifier's input shape, within its
+            ``clip_values``.
         :param y: Labels as indices ``(nb_samples,)`` or one-hot ``(nb_samples, nb_classes)``: the true labels
             (untargeted) or the targets (targeted, required). Untargeted and ``None``: the model's predictions on `x`,
             which avoids label leaking.
@@ -98,6 +106,7 @@ class RandomFGSM(EvasionAttack):
         :return: Adversarial examples of the shape of `x`, float32.
         """
         x = check_inputs(self.estimator, x)
+        check_clip_values(x, self.estimator.clip_values)
         mask = check_mask(x, kwargs.get("mask"))
         nb_classes = self.estimator.nb_classes
         if y is None:
@@ -133,8 +142,8 @@ class RandomFGSM(EvasionAttack):
         return x_adv
 
     def _check_params(self) -> None:
-        check_positive(self.eps, "eps")
-        check_positive(self.alpha, "alpha", allow_zero=True)
+        check_value(self.eps, "eps")
+        check_value(self.alpha, "alpha", allow_zero=True)
         if self.alpha >= self.eps:
             raise ValueError(
                 f"`alpha` must be smaller than `eps` (the gradient step is eps - alpha), got alpha={self.alpha!r}, "
@@ -145,6 +154,6 @@ class RandomFGSM(EvasionAttack):
             if self.eps > width:
                 logger.warning("`eps`=%s exceeds the width %s of the classifier's clip_values.", self.eps, width)
         check_flag(self.targeted, "targeted")
-        check_positive(self.batch_size, "batch_size", integer=True)
+        check_value(self.batch_size, "batch_size", integer=True)
         check_random_state(self.random_state)
         check_flag(self.verbose, "verbose")

@@ -1,15 +1,16 @@
 """
-The virtual adversarial direction (Miyato et al., TPAMI 2018), computed by autograd power iteration, and the ART
-evasion attack built on it.
+The virtual adversarial perturbation (Miyato et al., TPAMI 2018) as an ART evasion attack, a drop-in for ART's
+``VirtualAdversarialMethod``: autograd power iteration on white-box classifiers, ART's finite differences on
+query-only ones (``BlackBoxClassifier``).
 
-The math is written once against :mod:`art_ext.backend`; :class:`art_ext.defences.trainer.VirtualAdversarialTrainer`
-reuses the functions of this module.
+The math lives in :mod:`art_ext.backend.virtual_adversarial` (shared with the trainer and the text classifiers); its
+functions are re-exported here for compatibility.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from art.attacks.attack import EvasionAttack
@@ -17,8 +18,15 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from tqdm.auto import trange
 
-from art_ext.backend import get_backend
-from art_ext.utils.checks import check_finite, check_positive
+from art_ext.attacks.evasion._fgsm_common import check_random_state, check_value, make_rng
+from art_ext.backend import get_backend, is_query_only
+from art_ext.backend.virtual_adversarial import (
+    kl_divergence_log_probs,
+    unit_direction,
+    virtual_adversarial_direction,
+    virtual_adversarial_direction_fd,
+)
+from art_ext.utils.checks import check_finite
 from art_ext.utils.outputs import OUTPUT_KINDS, detect_output_kind, log_probabilities
 
 logger = logging.getLogger(__name__)
@@ -33,158 +41,116 @@ __all__ = [
 ]
 
 
-def kl_divergence_log_probs(ops: Any, log_p: Any, log_q: Any, reduce: str = "mean") -> Any:
-    """
-    KL(p || q) per sample from log-probabilities, reduced by ``"mean"``, ``"sum"`` or ``"none"``.
-    """
-    kl = ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
-    if reduce == "mean":
-        return ops.mean(kl)
-    if reduce == "sum":
-        return ops.sum(kl)
-    return kl
-
-
-def unit_direction(ops: Any, d: Any, mask: Any = None) -> Any:
-    """
-    Scale each sample of `d` to unit l2 norm (zero stays zero). Dividing by the largest magnitude first keeps tiny
-    float32 gradients (of order ``xi``) from vanishing in the squared norm.
-
-    :param mask: Optional 0/1 tensor broadcastable to `d` (e.g. ``(batch, time, 1)`` for text padding).
-    """
-    if mask is not None:
-        d = d * mask
-    ndim = len(ops.shape(d))
-    scale = ops.max(ops.abs(ops.flatten(d)), axis=1)
-    d = d / ops.reshape(scale + 1e-30, (-1,) + (1,) * (ndim - 1))
-    return ops.l2_normalize(d)
-
-
-def virtual_adversarial_direction(
-    ops: Any,
-    log_prob_fn: Callable[[Any], Any],
-    z: Any,
-    log_p: Any,
-    xi: float,
-    n_power_iterations: int,
-    rng: np.random.Generator,
-    mask: Any = None,
-    device: Any = None,
-) -> Any:
-    """
-    Unit direction ``d`` maximising ``KL(p(.|z) || p(.|z + xi d))`` to second order, by power iteration on the
-    Hessian: ``d <- normalise(grad_d KL(p || p(z + xi d)))`` starting from Gaussian noise.
-
-    :param ops: The backend.
-    :param log_prob_fn: Maps a (perturbed) input tensor to ``(batch, nb_classes)`` log-probabilities.
-    :param z: The inputs (images, or normalised word embeddings); gradients do not flow into it.
-    :param log_p: Log-probabilities at `z`, held constant.
-    :param xi: Finite-difference radius of the power iteration, in the units of `z`.
-    :param n_power_iterations: Number of power iterations ``K``.
-    :param rng: Source of the starting noise.
-    :param mask: Optional 0/1 tensor restricting the direction (padding positions of text).
-    :param device: Device of the noise (PyTorch).
-    :return: Per-sample unit-norm direction of the shape of `z`, without gradient.
-    """
-    z = ops.stop_gradient(z)
-    log_p = ops.stop_gradient(log_p)
-    d = unit_direction(ops, ops.random_normal(ops.shape(z), rng, device=device), mask)
-    for _ in range(n_power_iterations):
-        # The sum over the batch keeps each sample's gradient independent of the batch size.
-        _, (grad,) = ops.value_and_grad(
-            lambda r: kl_divergence_log_probs(ops, log_p, log_prob_fn(z + r), reduce="sum"), [d * xi]
-        )
-        d = unit_direction(ops, ops.stop_gradient(grad), mask)
-    return d
-
-
-def _check_output_param(output: str) -> None:
-    if output not in OUTPUT_KINDS:
-        raise ValueError(f"`output` must be one of {OUTPUT_KINDS}, got {output!r}.")
-
-
 class VirtualAdversarialPerturbation(EvasionAttack):
     """
     The virtual adversarial perturbation ``x + eps d`` of Miyato et al., with ``d`` the dominant eigenvector of the
-    Hessian of ``KL(p(.|x) || p(.|x + r))`` found by autograd power iteration. A drop-in replacement for ART's
-    ``VirtualAdversarialMethod``: it accepts its parameters, but works with logit and probability outputs and costs
-    ``max_iter`` backward passes per batch instead of one forward pass per input dimension.
+    Hessian of ``KL(p(.|x) || p(.|x + r))``. A drop-in for ART's ``VirtualAdversarialMethod``: same parameters in
+    the same order with the same defaults (``classifier, max_iter, finite_diff, eps, batch_size, verbose``), then its
+    own (``xi``, ``output``, ``random_state``).
+
+    - On a classifier with loss gradients (PyTorch, TensorFlow v2, Keras) ``d`` is found by autograd power iteration:
+      ``max_iter`` backward passes per batch, for logit and probability outputs; `finite_diff` is not used.
+    - On a query-only classifier (ART's ``BlackBoxClassifier``) it runs ART's algorithm: forward differences of step
+      `finite_diff` per input coordinate, ``len(x) * (1 + nb_features) * max_iter + len(x)`` predictions, counted in
+      :attr:`queries_used`.
 
     | Paper link: https://arxiv.org/abs/1704.03976
     """
 
     attack_params = EvasionAttack.attack_params + [
-        "eps",
-        "xi",
         "max_iter",
         "finite_diff",
+        "eps",
         "batch_size",
+        "verbose",
+        "xi",
         "output",
         "random_state",
-        "verbose",
     ]
-    _estimator_requirements = (BaseEstimator, ClassifierMixin, LossGradientsMixin)
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(
         self,
         classifier: Any,
+        max_iter: int = 10,
+        finite_diff: float = 1e-6,
         eps: float = 0.1,
+        batch_size: int = 1,
+        verbose: bool = True,
         xi: float = 1.0,
-        max_iter: int = 1,
-        finite_diff: float | None = None,
-        batch_size: int = 128,
         output: str = "auto",
         random_state: int | np.random.Generator | None = None,
-        verbose: bool = True,
     ) -> None:
         """
-        :param classifier: A PyTorch or TensorFlow v2 ART classifier (logit or probability outputs).
-        :param eps: l2 norm of the perturbation (ART's ``eps``).
-        :param xi: Radius at which the power iteration probes the model, in input units. The papers' ``1e-6`` is
-                   below float32 resolution; ``1.0`` is ART's implicit value (a unit random step) and works for
-                   inputs of norm of a few units.
+        :param classifier: An ART classifier: PyTorch, TensorFlow v2 or Keras (logit or probability outputs), or a
+                           query-only one such as ``BlackBoxClassifier`` (finite differences).
         :param max_iter: Number of power iterations (ART's name; the papers' ``K``).
-        :param finite_diff: Accepted for compatibility with ART's ``VirtualAdversarialMethod`` and ignored: the
-                            gradient comes from autograd, not from per-dimension finite differences.
+        :param finite_diff: Step of the forward differences on query-only classifiers (ART's meaning); a positive
+                            float. Unused with loss gradients (autograd).
+        :param eps: l2 norm of the perturbation.
         :param batch_size: Batch size.
-        :param output: ``"logits"``, ``"probabilities"`` or ``"auto"`` (detected from the predictions).
-        :param random_state: Seed or numpy ``Generator`` of the starting noise.
         :param verbose: Show a progress bar.
+        :param xi: Radius at which the power iteration probes the model, in input units; ``1.0`` is ART's implicit
+                   value (a unit step). The papers' ``1e-6`` is below float32 resolution.
+        :param output: ``"logits"``, ``"probabilities"`` or ``"auto"`` (detected from the predictions).
+        :param random_state: Seed or numpy ``Generator`` of the starting noise; ``set_params(random_state=...)``
+                             restarts the noise from the new seed.
         """
         super().__init__(estimator=classifier)
-        self.eps = eps
-        self.xi = xi
         self.max_iter = max_iter
         self.finite_diff = finite_diff
+        self.eps = eps
         self.batch_size = batch_size
+        self.verbose = verbose
+        self.xi = xi
         self.output = output
         self.random_state = random_state
-        self.verbose = verbose
         self._check_params()
         if getattr(classifier, "is_text_classifier", False):
             raise TypeError(
                 "VirtualAdversarialPerturbation perturbs continuous inputs; for a text classifier use its embeddings "
                 "with `classifier.adversarial_embeddings(x, eps)`."
             )
-        self._ops = get_backend(classifier)
-        self._rng = np.random.default_rng(random_state)
+        self.query_only = is_query_only(classifier) or not isinstance(classifier, LossGradientsMixin)
+        self._ops = None if self.query_only else get_backend(classifier)
+        self._rng = make_rng(random_state)
+        self._queries_used = 0
+
+    @property
+    def queries_used(self) -> int:
+        """Inputs sent to the classifier's ``predict`` by the finite-difference path, over every :meth:`generate`."""
+        return self._queries_used
+
+    def set_params(self, **kwargs) -> None:
+        """Set attack parameters as ART does; a new `random_state` restarts the noise from it."""
+        super().set_params(**kwargs)
+        if "random_state" in kwargs:
+            self._rng = make_rng(self.random_state)
 
     def _check_params(self) -> None:
-        check_positive(self.eps, "eps")
-        check_positive(self.xi, "xi")
-        check_positive(self.max_iter, "max_iter", integer=True)
-        check_positive(self.batch_size, "batch_size", integer=True)
-        if self.finite_diff is not None:
-            check_positive(self.finite_diff, "finite_diff")
-        _check_output_param(self.output)
+        check_value(self.max_iter, "max_iter", integer=True)
+        check_value(self.eps, "eps")
+        if isinstance(self.finite_diff, bool) or not isinstance(self.finite_diff, float) or self.finite_diff <= 0:
+            raise ValueError(f"`finite_diff` must be a positive float (as in ART), got {self.finite_diff!r}.")
+        check_value(self.batch_size, "batch_size", integer=True)
         if not isinstance(self.verbose, bool):
-            raise ValueError("`verbose` must be a bool.")
+            raise ValueError(f"`verbose` must be a bool, got {self.verbose!r}.")
+        check_value(self.xi, "xi")
+        if self.output not in OUTPUT_KINDS:
+            raise ValueError(f"`output` must be one of {OUTPUT_KINDS}, got {self.output!r}.")
+        check_random_state(self.random_state)
 
     def output_kind(self, x: np.ndarray) -> str:
         """The classifier's output kind, detected on a few inputs when ``output="auto"``."""
         if self.output != "auto":
             return self.output
-        return detect_output_kind(self.estimator.predict(x[:32], batch_size=32))
+        return detect_output_kind(self._predict(x[:32]))
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        out = self.estimator.predict(x, batch_size=max(len(x), 1))
+        if self.query_only:
+            self._queries_used += len(x)
+        return np.asarray(out)
 
     def direction(self, x: np.ndarray) -> np.ndarray:
         """
@@ -222,18 +188,37 @@ class VirtualAdversarialPerturbation(EvasionAttack):
         return x
 
     def _directions(self, x: np.ndarray, kind: str):
-        ops, est = self._ops, self.estimator
-        device = ops.device_of(est)
         n_batches = int(np.ceil(len(x) / self.batch_size))
         for b in trange(n_batches, desc="VAP", disable=not self.verbose):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            z = ops.asarray(x[sl], device=device)
+            if self.query_only:
+                yield sl, self._direction_fd(x[sl], kind)
+            else:
+                yield sl, self._direction_autograd(x[sl], kind)
 
-            def log_prob_fn(inputs):
-                return log_probabilities(ops, ops.forward(est, inputs, training=False), kind)
+    def _direction_autograd(self, xb: np.ndarray, kind: str) -> np.ndarray:
+        ops, est = self._ops, self.estimator
+        device = ops.device_of(est)
+        z = ops.asarray(xb, device=device)
 
-            log_p = log_prob_fn(z)
-            d = virtual_adversarial_direction(
-                ops, log_prob_fn, z, log_p, self.xi, self.max_iter, self._rng, None, device
-            )
-            yield sl, ops.to_numpy(d)
+        def log_prob_fn(inputs):
+            return log_probabilities(ops, ops.forward(est, inputs, training=False), kind)
+
+        d = virtual_adversarial_direction(ops, log_prob_fn, z, log_prob_fn(z), self.xi, self.max_iter, self._rng)
+        return ops.to_numpy(d)
+
+    def _direction_fd(self, xb: np.ndarray, kind: str) -> np.ndarray:
+        shape = tuple(self.estimator.input_shape)
+
+        def prob_fn(flat: np.ndarray) -> np.ndarray:
+            out = self._predict(flat.reshape((-1,) + shape)).astype(np.float64)
+            if kind == "logits":
+                out = np.exp(out - out.max(axis=1, keepdims=True))
+                out /= out.sum(axis=1, keepdims=True)
+            return out
+
+        flat = xb.reshape(len(xb), -1).astype(np.float64)
+        d = virtual_adversarial_direction_fd(
+            prob_fn, flat, prob_fn(flat.astype(np.float32)), self.xi, self.max_iter, self.finite_diff, self._rng
+        )
+        return d.reshape(xb.shape)

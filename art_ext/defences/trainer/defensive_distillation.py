@@ -12,14 +12,22 @@ is what saturates its float32 softmax (see :mod:`art_ext.evaluations.gradient_ma
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from art.defences.trainer.trainer import Trainer
-from tqdm.auto import trange
 
 from art_ext.backend import get_backend
-from art_ext.utils.checks import check_finite, check_labels, check_positive
+from art_ext.defences.trainer._loop import (
+    LoopResult,
+    TrainingLoop,
+    array_batches,
+    check_validation_data,
+    check_value,
+    generator_batches,
+    validation_accuracy,
+)
+from art_ext.utils.checks import check_finite, check_labels
 from art_ext.utils.outputs import PROBABILITY_FLOOR
 from art_ext.utils.outputs import check_output_kind as _check_output
 from art_ext.utils.outputs import logits_from_outputs as logits_tensor
@@ -27,9 +35,14 @@ from art_ext.utils.outputs import output_kind_of as infer_output
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DefensiveDistillationTrainer", "infer_output", "logits_numpy", "soft_labels", "train_at_temperature"]
-
-#: Smallest positive normal float32; probabilities are clamped to it before taking their log.
+__all__ = [
+    "DefensiveDistillationTrainer",
+    "infer_output",
+    "logits_numpy",
+    "run_at_temperature",
+    "soft_labels",
+    "train_at_temperature",
+]
 
 
 def _check_classifier(classifier: Any, name: str) -> None:
@@ -67,6 +80,53 @@ def soft_labels(classifier: Any, x: np.ndarray, temperature: float, output: str 
     return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _distillation_loss(ops: Any, classifier: Any, temperature: float, output: str):
+    def loss_fn(xb, tb):
+        z = logits_tensor(ops, ops.forward(classifier, xb, training=True), output)
+        return ops.cross_entropy(z / temperature, tb)
+
+    return loss_fn
+
+
+def _compile_default(classifier: Any) -> bool:
+    """``tf.function`` for TensorFlow classifiers (ART's TensorFlowV2Classifier compiles its train step too)."""
+    return get_backend(classifier).name == "tensorflow"
+
+
+def run_at_temperature(
+    classifier: Any,
+    batches: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]],
+    temperature: float,
+    nb_epochs: int,
+    output: str = "logits",
+    optimizer: Any = None,
+    verbose: bool = True,
+    desc: str = "distillation",
+    on_epoch_end: Callable[[int, float], dict | None] | None = None,
+    compile: bool | None = None,
+    catch_interrupt: bool | None = None,
+) -> LoopResult:
+    """
+    Train an ART classifier in place on batches of ``(x, targets)`` with the cross-entropy of ``softmax(z / T)``,
+    through the shared :class:`~art_ext.defences.trainer._loop.TrainingLoop`.
+
+    :param batches: ``batches(epoch)`` yields ``(x, target distributions)`` numpy batches.
+    :param compile: Compile the step (default: on TensorFlow).
+    :return: The loop's result (loss history, ``interrupted``).
+    """
+    ops = get_backend(classifier)
+    loop = TrainingLoop(
+        classifier,
+        nb_epochs,
+        desc=desc,
+        verbose=verbose,
+        optimizer=optimizer,
+        compile=_compile_default(classifier) if compile is None else compile,
+        catch_interrupt=catch_interrupt,
+    )
+    return loop.run(_distillation_loss(ops, classifier, temperature, output), batches, on_epoch_end)
+
+
 def train_at_temperature(
     classifier: Any,
     x: np.ndarray,
@@ -79,14 +139,16 @@ def train_at_temperature(
     rng: np.random.Generator | None = None,
     verbose: bool = True,
     desc: str = "distillation",
+    compile: bool | None = None,
 ) -> list[float]:
     """
     Train an ART classifier in place on (soft) targets with the cross-entropy of ``softmax(z / T)``.
 
     For probability outputs the logits are recovered as ``log p`` (clamped at the smallest normal float32), so the
     loss is the same; only rows whose float32 probabilities have already underflowed lose part of their gradient.
+    The classifier's fit-time preprocessing defences apply to every batch, as in ART's ``fit``.
 
-    :param classifier: ART classifier (PyTorch or TensorFlow) trained in place.
+    :param classifier: ART classifier (PyTorch, TensorFlow v2 or Keras) trained in place.
     :param x: Inputs ``(nb_samples, ...)``, float32.
     :param targets: Target distributions ``(nb_samples, nb_classes)`` (one-hot rows for hard labels).
     :param temperature: The temperature T.
@@ -97,41 +159,23 @@ def train_at_temperature(
     :param rng: Generator for the shuffling.
     :param verbose: Progress bar.
     :param desc: Progress-bar label.
-    :return: Mean loss of each epoch.
+    :param compile: Compile the training step (default: on TensorFlow, with ``tf.function``).
+    :return: Mean loss of each epoch (Ctrl-C stops early with a warning).
     """
-    ops = get_backend(classifier)
-    model = ops.model_of(classifier)
-    weights = ops.trainable_weights(model)
-    if optimizer is None:
-        optimizer = ops.optimizer_of(classifier)
-    if optimizer is None:
-        optimizer = ops.make_optimizer(weights, "adam", 1e-3)
     rng = np.random.default_rng() if rng is None else rng
-    device = ops.device_of(classifier)
-    x = np.asarray(x, dtype=np.float32)
-    targets = np.asarray(targets, dtype=np.float32)
-    n = len(x)
-    history: list[float] = []
-    try:
-        for _ in trange(nb_epochs, desc=desc, disable=not verbose):
-            order = rng.permutation(n)
-            losses = []
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                xb = ops.asarray(x[idx], device=device)
-                tb = ops.asarray(targets[idx], device=device)
-
-                def loss_fn(xb=xb, tb=tb):
-                    z = logits_tensor(ops, ops.forward(classifier, xb, training=True), output)
-                    return ops.cross_entropy(z / temperature, tb)
-
-                losses.append(ops.train_step(model, optimizer, loss_fn, weights))
-            history.append(float(np.mean(losses)))
-    except KeyboardInterrupt:
-        logger.warning(
-            "Training at T=%g interrupted after %d epochs; keeping the weights so far.", temperature, len(history)
-        )
-    return history
+    arrays = (np.asarray(x, dtype=np.float32), np.asarray(targets, dtype=np.float32))
+    result = run_at_temperature(
+        classifier,
+        lambda epoch: array_batches(arrays, batch_size, rng, classifier),
+        temperature,
+        nb_epochs,
+        output=output,
+        optimizer=optimizer,
+        verbose=verbose,
+        desc=desc,
+        compile=compile,
+    )
+    return result.history
 
 
 class DefensiveDistillationTrainer(Trainer):
@@ -139,8 +183,9 @@ class DefensiveDistillationTrainer(Trainer):
     Defensive distillation with a temperature: teacher trained at T on hard labels (unless a fitted one is given),
     student (the classifier, trained in place) trained at T on the teacher's soft labels, deployed at T = 1.
 
-    Works with logit-output and probability-output classifiers of PyTorch and TensorFlow; for probability outputs the
-    logits are recovered as ``log p`` (see :func:`train_at_temperature`). The classifier's own optimizer is used.
+    Works with logit-output and probability-output classifiers of PyTorch, TensorFlow v2 and Keras; for probability
+    outputs the logits are recovered as ``log p`` (see :func:`train_at_temperature`). The classifier's own optimizer
+    is used; its fit-time preprocessing defences apply as in ART's ``fit``.
 
     | Paper link: https://arxiv.org/abs/1511.04508
     """
@@ -155,17 +200,22 @@ class DefensiveDistillationTrainer(Trainer):
         teacher_output: str = "auto",
         random_state: int | None = None,
         verbose: bool = True,
+        teacher_factory: Callable[[], Any] | None = None,
     ) -> None:
         """
-        :param classifier: The student, an ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier``; trained in place.
+        :param classifier: The student, an ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or
+                           ``KerasClassifier``; trained in place.
         :param temperature: The temperature T (Papernot et al. use 100 on MNIST).
         :param teacher: A fitted ART classifier giving the soft labels (ideally trained at `temperature`). ``None``:
-                        a fresh copy of the student's architecture is trained at T on the hard labels in :meth:`fit`.
+                        a new teacher is trained at T on the hard labels in :meth:`fit` (see `teacher_factory`).
         :param teacher_epochs: Epochs of the teacher (default: those of the student).
         :param output: Whether the student returns ``"logits"`` or ``"probabilities"``; ``"auto"`` detects it.
         :param teacher_output: The same for the teacher.
         :param random_state: Seed of the teacher's initialisation and of the shuffling.
         :param verbose: Progress bars.
+        :param teacher_factory: Without `teacher`: a function returning a fresh, untrained ART classifier to train as
+                                the teacher. Default: a re-initialised copy of the student (PyTorch and TensorFlow v2
+                                classifiers), or the student's ``clone_for_refitting()`` as ART does (Keras).
         """
         _check_classifier(classifier, "classifier")
         get_backend(classifier)
@@ -177,11 +227,14 @@ class DefensiveDistillationTrainer(Trainer):
         self.teacher_output = teacher_output
         self.random_state = random_state
         self.verbose = verbose
+        self.teacher_factory = teacher_factory
         self.history: dict[str, list[float]] = {}
+        #: Whether Ctrl-C stopped the last :meth:`fit` (the weights trained so far are kept).
+        self.interrupted = False
         self._check_params()
 
     def _check_params(self) -> None:
-        check_positive(self.temperature, "temperature")
+        check_value(self.temperature, "temperature")
         if self.teacher is not None:
             _check_classifier(self.teacher, "teacher")
             if self.teacher.nb_classes != self.classifier.nb_classes:
@@ -189,13 +242,66 @@ class DefensiveDistillationTrainer(Trainer):
                     f"`teacher` has {self.teacher.nb_classes} classes, the classifier {self.classifier.nb_classes}."
                 )
         if self.teacher_epochs is not None:
-            check_positive(self.teacher_epochs, "teacher_epochs", integer=True)
+            check_value(self.teacher_epochs, "teacher_epochs", integer=True)
         _check_output(self.output, "output")
         _check_output(self.teacher_output, "teacher_output")
+        if self.random_state is not None:
+            check_value(self.random_state, "random_state", integer=True, allow_zero=True)
+        if self.teacher_factory is not None and not callable(self.teacher_factory):
+            raise ValueError("`teacher_factory` must be a function returning a fresh ART classifier.")
         if not isinstance(self.verbose, bool):
             raise ValueError("`verbose` must be a bool.")
 
-    def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 20, batch_size: int = 128, **kwargs) -> None:
+    def _new_teacher(self) -> Any:
+        if self.teacher_factory is not None:
+            teacher = self.teacher_factory()
+            _check_classifier(teacher, "teacher_factory()")
+            get_backend(teacher)
+            return teacher
+        name = type(self.classifier).__name__
+        errors = []
+        if name in ("PyTorchClassifier", "TensorFlowV2Classifier"):
+            from art_ext.estimators.classification.utils import clone_classifier
+
+            try:
+                return clone_classifier(self.classifier, reinitialise=True, seed=self.random_state)
+            except Exception as err:  # noqa: BLE001 (fall back to ART's own cloning)
+                errors.append(str(err))
+        try:
+            if self.random_state is not None and get_backend(self.classifier).name == "tensorflow":
+                import keras
+
+                keras.utils.set_random_seed(self.random_state)
+            return self.classifier.clone_for_refitting()
+        except Exception as err:  # noqa: BLE001 (any cloning failure gets the same advice)
+            errors.append(str(err))
+            raise ValueError(
+                f"Cannot clone the student {name} to train a teacher ({'; '.join(errors)}); pass a fitted `teacher=` "
+                "or `teacher_factory=` (a function returning a fresh classifier)."
+            ) from err
+
+    def _validation(self, validation_data: Any, batch_size: int):
+        val = check_validation_data(self.classifier, validation_data)
+        if val is None:
+            return None
+        self.history["validation"] = []
+
+        def on_epoch_end(epoch: int, loss: float) -> dict:
+            acc = validation_accuracy(self.classifier, val[0], val[1], batch_size)
+            self.history["validation"].append(acc)
+            return {"val_acc": f"{acc:.3f}"}
+
+        return on_epoch_end
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        nb_epochs: int = 20,
+        batch_size: int = 128,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        **kwargs,
+    ) -> None:
         """
         Train the teacher (if none was given) and then the student, both at the temperature.
 
@@ -203,52 +309,103 @@ class DefensiveDistillationTrainer(Trainer):
         :param y: Labels, indices ``(nb_samples,)`` or one-hot ``(nb_samples, nb_classes)``.
         :param nb_epochs: Epochs of the student (and of the teacher unless `teacher_epochs` is set).
         :param batch_size: Batch size.
+        :param validation_data: Optional ``(x_val, y_val)``: the student's accuracy on it after each epoch is
+                                recorded in ``history["validation"]`` and shown in the progress bar.
+        :param catch_interrupt: ``False`` lets Ctrl-C raise ``KeyboardInterrupt``; by default training stops with a
+                                warning, keeps the weights so far and sets :attr:`interrupted`.
         """
-        check_positive(nb_epochs, "nb_epochs", integer=True)
-        check_positive(batch_size, "batch_size", integer=True)
+        check_value(nb_epochs, "nb_epochs", integer=True)
+        check_value(batch_size, "batch_size", integer=True)
         x = check_finite(x, "x").astype(np.float32)
         if x.shape[1:] != tuple(self.classifier.input_shape):
             raise ValueError(
                 f"`x` has sample shape {x.shape[1:]}, the classifier expects {self.classifier.input_shape}."
             )
         nb_classes = self.classifier.nb_classes
-        labels = check_labels(y, nb_classes, n=len(x))
+        one_hot = np.eye(nb_classes, dtype=np.float32)[check_labels(y, nb_classes, n=len(x))]
+        on_epoch_end = self._validation(validation_data, batch_size)
         rng = np.random.default_rng(self.random_state)
-        output = infer_output(self.classifier, x, self.output)
 
+        def soft(teacher_output):
+            self.soft_labels_ = soft_labels(self.teacher, x, self.temperature, teacher_output, batch_size)
+            arrays = (x, self.soft_labels_)
+            return lambda epoch: array_batches(arrays, batch_size, rng, self.classifier)
+
+        self._distil(
+            x,
+            lambda estimator: array_batches((x, one_hot), batch_size, rng, estimator),
+            soft,
+            nb_epochs,
+            on_epoch_end,
+            kwargs.get("catch_interrupt"),
+        )
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs) -> None:
+        """
+        Train from an ART ``DataGenerator`` of ``(x, y)`` batches: the teacher (if none was given) on the hard labels,
+        then the student on the teacher's soft labels of each batch, both at the temperature.
+
+        :param generator: An ART ``DataGenerator``.
+        :param nb_epochs: Epochs of the student (and of the teacher unless `teacher_epochs` is set).
+        :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit`.
+        :param catch_interrupt: As in :meth:`fit`.
+        """
+        check_value(nb_epochs, "nb_epochs", integer=True)
+        nb_classes = self.classifier.nb_classes
+        first_x, _ = next(iter(generator_batches(generator)))
+        on_epoch_end = self._validation(kwargs.get("validation_data"), generator.batch_size)
+
+        def hard(estimator):
+            for xb, yb in generator_batches(generator, estimator):
+                yield xb, np.eye(nb_classes, dtype=np.float32)[check_labels(yb, nb_classes, len(xb))]
+
+        def soft(teacher_output):
+            def batches(epoch):
+                for xb, _ in generator_batches(generator, self.classifier):
+                    yield xb, soft_labels(self.teacher, xb, self.temperature, teacher_output, len(xb))
+
+            return batches
+
+        self._distil(first_x, hard, soft, nb_epochs, on_epoch_end, kwargs.get("catch_interrupt"))
+
+    def _distil(self, x_sample, hard, soft, nb_epochs, on_epoch_end, catch_interrupt) -> None:
+        """
+        The teacher (when none was given) on the batches ``hard(teacher)`` of hard labels, then the student on the
+        batches ``soft(teacher_output)(epoch)`` of soft labels, both at the temperature.
+        """
+        self.interrupted = False
+        teacher_output = self.teacher_output
         if self.teacher is None:
-            from art_ext.estimators.classification.utils import clone_classifier
-
-            teacher = clone_classifier(self.classifier, reinitialise=True, seed=self.random_state)
-            self.history["teacher"] = train_at_temperature(
+            teacher = self._new_teacher()
+            teacher_output = infer_output(teacher, x_sample, self.output)
+            result = run_at_temperature(
                 teacher,
-                x,
-                np.eye(nb_classes, dtype=np.float32)[labels],
+                lambda epoch: hard(teacher),
                 self.temperature,
                 self.teacher_epochs or nb_epochs,
-                batch_size,
-                output=output,
-                rng=rng,
+                output=teacher_output,
                 verbose=self.verbose,
                 desc=f"teacher at T={self.temperature:g}",
+                catch_interrupt=catch_interrupt,
             )
+            self.history["teacher"] = result.history
             self.teacher = teacher
-            teacher_output = output
-        else:
-            teacher_output = self.teacher_output
-        self.soft_labels_ = soft_labels(self.teacher, x, self.temperature, teacher_output, batch_size)
-        self.history["student"] = train_at_temperature(
+            if result.interrupted:
+                self.interrupted = True
+                return
+        result = run_at_temperature(
             self.classifier,
-            x,
-            self.soft_labels_,
+            soft(teacher_output),
             self.temperature,
             nb_epochs,
-            batch_size,
-            output=output,
-            rng=rng,
+            output=infer_output(self.classifier, x_sample, self.output),
             verbose=self.verbose,
             desc=f"student at T={self.temperature:g}",
+            on_epoch_end=on_epoch_end,
+            catch_interrupt=catch_interrupt,
         )
+        self.history["student"] = result.history
+        self.interrupted = result.interrupted
 
     def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
         """Predictions of the distilled classifier, deployed at T = 1 (its logits or probabilities as they are)."""

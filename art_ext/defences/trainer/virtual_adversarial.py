@@ -12,18 +12,23 @@ from typing import Any
 import numpy as np
 from art.defences.trainer.trainer import Trainer
 from art.estimators.classification.classifier import ClassifierMixin
-from tqdm.auto import trange
 
-from art_ext.attacks.evasion.virtual_adversarial_perturbation import (
-    OUTPUT_KINDS,
-    detect_output_kind,
+from art_ext.backend import framework_of, get_backend
+from art_ext.backend.virtual_adversarial import (
     kl_divergence_log_probs,
-    log_probabilities,
     unit_direction,
     virtual_adversarial_direction,
 )
-from art_ext.backend import framework_of, get_backend
-from art_ext.utils.checks import check_finite, check_labels, check_positive
+from art_ext.defences.trainer._loop import (
+    TrainingLoop,
+    check_validation_data,
+    check_value,
+    fit_batch,
+    generator_batches,
+    validation_accuracy,
+)
+from art_ext.utils.checks import ArgumentTypeError, check_finite, check_labels
+from art_ext.utils.outputs import OUTPUT_KINDS, detect_output_kind, log_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +71,10 @@ class VirtualAdversarialTrainer(Trainer):
         verbose: bool = True,
     ) -> None:
         """
-        :param classifier: An ART ``PyTorchClassifier``/``TensorFlowV2Classifier`` (logits or probabilities) or an
-                           art_ext text classifier; trained in place.
+        :param classifier: An ART ``PyTorchClassifier``/``TensorFlowV2Classifier``/``KerasClassifier`` (logits or
+                           probabilities) or an art_ext text classifier; trained in place. Its fit-time
+                           preprocessing defences apply to every batch and its predict-time ones inside the
+                           perturbed forward passes (with BPDA gradients), as ART applies them.
         :param eps: l2 norm of the virtual adversarial perturbation per sample (per sequence for text), in input
                     units. ``None``: a quarter of the median l2 norm of the training inputs (or of their normalised
                     embedding sequences), resolved by :meth:`fit` into ``eps_`` (about 1.0 on the 8x8 digits, 2.3
@@ -90,7 +97,7 @@ class VirtualAdversarialTrainer(Trainer):
         try:
             framework_of(classifier)
         except (TypeError, ValueError) as err:
-            raise TypeError(f"`classifier` must be a PyTorch or TensorFlow v2 ART classifier: {err}") from err
+            raise TypeError(f"`classifier` must be a PyTorch, TensorFlow v2 or Keras ART classifier: {err}") from err
         self.is_text = bool(getattr(classifier, "is_text_classifier", False))
         self.eps = eps
         self.xi = xi
@@ -102,10 +109,15 @@ class VirtualAdversarialTrainer(Trainer):
         self.output = output
         self.learning_rate = learning_rate
         self.verbose = verbose
+        self.random_state = random_state
         self._check_params()
         self._rng = np.random.default_rng(random_state)
         self._ops = get_backend(classifier)
         self.history: list[float] = []
+        #: Accuracy on `validation_data` after each epoch of the last fit.
+        self.validation_history: list[float] = []
+        #: Whether Ctrl-C stopped the last fit (the weights trained so far are kept).
+        self.interrupted = False
         self.eps_: float | None = eps
         self.xi_: float | None = xi
         self.adversarial_eps_: float | None = adversarial_eps if adversarial_eps is not None else eps
@@ -113,18 +125,20 @@ class VirtualAdversarialTrainer(Trainer):
     def _check_params(self) -> None:
         for name in ("eps", "xi", "adversarial_eps"):
             if getattr(self, name) is not None:
-                check_positive(getattr(self, name), name)
-        check_positive(self.n_power_iterations, "n_power_iterations", integer=True)
-        check_positive(self.alpha, "alpha", allow_zero=True)
-        check_positive(self.adversarial_weight, "adversarial_weight", allow_zero=True)
+                check_value(getattr(self, name), name)
+        check_value(self.n_power_iterations, "n_power_iterations", integer=True)
+        check_value(self.alpha, "alpha", allow_zero=True)
+        check_value(self.adversarial_weight, "adversarial_weight", allow_zero=True)
         if self.learning_rate is not None:
-            check_positive(self.learning_rate, "learning_rate")
+            check_value(self.learning_rate, "learning_rate")
         if not isinstance(self.entropy_minimization, bool):
-            raise TypeError(f"`entropy_minimization` must be a bool, got {self.entropy_minimization!r}.")
+            raise ArgumentTypeError(f"`entropy_minimization` must be a bool, got {self.entropy_minimization!r}.")
         if self.output not in OUTPUT_KINDS:
             raise ValueError(f"`output` must be one of {OUTPUT_KINDS}, got {self.output!r}.")
+        if self.random_state is not None and not isinstance(self.random_state, np.random.Generator):
+            check_value(self.random_state, "random_state", integer=True, allow_zero=True)
         if not isinstance(self.verbose, bool):
-            raise TypeError("`verbose` must be a bool.")
+            raise ArgumentTypeError("`verbose` must be a bool.")
 
     # ------------------------------------------------------------------ inputs (images or token ids)
     def _check_x(self, x: Any, name: str) -> np.ndarray:
@@ -136,12 +150,12 @@ class VirtualAdversarialTrainer(Trainer):
             raise ValueError(f"`{name}` must have shape (nb_samples,) + {shape}, got {arr.shape}.")
         return arr
 
-    def _inputs(self, x: np.ndarray, device: Any) -> tuple[Any, Any]:
+    def _inputs(self, x: Any, device: Any) -> tuple[Any, Any]:
         """The tensor the perturbations live on (inputs, or normalised embeddings) and its mask (text only)."""
         ops = self._ops
         if self.is_text:
             return self._classifier.embed_tensor(ops.asarray(x, dtype="int64", device=device))
-        return ops.asarray(x, device=device), None
+        return (x if ops.is_tensor(x) else ops.asarray(x, device=device)), None
 
     def median_norm(self, x: np.ndarray, max_samples: int = 1024) -> float:
         """Median l2 norm of inputs (of normalised embedding sequences for text), the scale of ``eps``/``xi``."""
@@ -223,33 +237,29 @@ class VirtualAdversarialTrainer(Trainer):
         :param nb_epochs: Number of epochs.
         :param batch_size: Batch size of the unlabelled data (of the labelled data without `x_unlabeled`).
         :param labeled_batch_size: Labelled batch size with `x_unlabeled` (default ``min(batch_size, len(x))``).
+        :param validation_data: Optional ``(x_val, y_val)`` (images): accuracy after each epoch, recorded in
+                                :attr:`validation_history` and shown in the progress bar.
+        :param catch_interrupt: ``False`` lets Ctrl-C raise ``KeyboardInterrupt``; by default training stops with a
+                                warning, keeps the weights so far and sets :attr:`interrupted`.
         """
-        ops, clf = self._ops, self._classifier
-        check_positive(nb_epochs, "nb_epochs", integer=True)
-        check_positive(batch_size, "batch_size", integer=True)
+        clf = self._classifier
+        check_value(nb_epochs, "nb_epochs", integer=True)
+        check_value(batch_size, "batch_size", integer=True)
         x = self._check_x(x, "x")
         y = check_labels(y, clf.nb_classes, len(x))
         if x_unlabeled is not None:
             x_unlabeled = self._check_x(x_unlabeled, "x_unlabeled")
+        validation = None if self.is_text else check_validation_data(clf, kwargs.get("validation_data"))
         n_l = len(x)
         if labeled_batch_size is None:
             labeled_batch_size = min(batch_size, n_l)
-        check_positive(labeled_batch_size, "labeled_batch_size", integer=True)
+        check_value(labeled_batch_size, "labeled_batch_size", integer=True)
         labeled_batch_size = min(labeled_batch_size, n_l)
 
-        self._output_kind = self.output if self.output != "auto" else detect_output_kind(clf.predict(x[:32]))
-        self._resolve_scales(x if x_unlabeled is None else np.concatenate([x[:512], x_unlabeled[:512]]))
+        self._prepare(x if x_unlabeled is None else np.concatenate([x[:512], x_unlabeled[:512]]))
         if self.alpha == 0 and not self.entropy_minimization:
             x_unlabeled = None  # the unlabelled data would not enter the loss
             labeled_batch_size = min(batch_size, n_l)
-        device = ops.device_of(clf)
-        model = ops.model_of(clf)
-        weights = ops.trainable_weights(model)
-        optimizer = ops.optimizer_of(clf)
-        if optimizer is None:
-            optimizer = ops.make_optimizer(weights, "adam", self.learning_rate or 1e-3)
-        elif self.learning_rate is not None:
-            ops.set_learning_rate(optimizer, self.learning_rate)
 
         labeled_order: list[int] = []
 
@@ -261,28 +271,84 @@ class VirtualAdversarialTrainer(Trainer):
             return np.asarray(idx)
 
         n_main = len(x_unlabeled) if x_unlabeled is not None else n_l
-        steps = int(np.ceil(n_main / batch_size))
-        bar = trange(nb_epochs, desc="VAT", disable=not self.verbose)
-        try:
-            for _ in bar:
-                order = self._rng.permutation(n_main)
-                total = 0.0
-                for s in range(steps):
-                    if x_unlabeled is None:
-                        idx_l = order[s * batch_size : (s + 1) * batch_size]
-                        xb = x[idx_l]
-                    else:
-                        idx_l = next_labeled(labeled_batch_size)
-                        xb = np.concatenate([x[idx_l], x_unlabeled[order[s * batch_size : (s + 1) * batch_size]]])
-                    yb = ops.asarray(y[idx_l], dtype="int64", device=device)
-                    n_labeled = len(idx_l)
-                    total += ops.train_step(
-                        model, optimizer, lambda xb=xb, yb=yb, n=n_labeled: self._loss(xb, yb, n, device), weights
-                    )
-                self.history.append(total / steps)
-                bar.set_postfix(loss=f"{total / steps:.4f}")
-        except KeyboardInterrupt:
-            logger.warning("VAT interrupted after %d epochs; keeping the weights trained so far.", len(self.history))
+
+        def batches(epoch: int):
+            order = self._rng.permutation(n_main)
+            for start in range(0, n_main, batch_size):
+                if x_unlabeled is None:
+                    idx_l = order[start : start + batch_size]
+                    yield self._batch(x[idx_l], y[idx_l])
+                else:
+                    idx_l = next_labeled(labeled_batch_size)
+                    yield self._batch(x[idx_l], y[idx_l], x_unlabeled[order[start : start + batch_size]])
+
+        self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"))
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs) -> None:
+        """
+        Train the classifier in place on the labelled ``(x, y)`` batches of an ART ``DataGenerator`` (the LDS is taken
+        on those batches).
+
+        :param generator: An ART ``DataGenerator``.
+        :param nb_epochs: Number of epochs (``ceil(size / batch_size)`` batches each).
+        :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit`.
+        """
+        clf = self._classifier
+        check_value(nb_epochs, "nb_epochs", integer=True)
+        validation = check_validation_data(clf, kwargs.get("validation_data"))
+        first = next(iter(generator_batches(generator)))
+        self._prepare(self._check_x(first[0], "generator batch"))
+
+        def batches(epoch: int):
+            for xb, yb in generator_batches(generator):
+                xb = self._check_x(xb, "generator batch")
+                yield self._batch(xb, check_labels(yb, clf.nb_classes, len(xb), name="generator labels"))
+
+        self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"))
+
+    def _prepare(self, x_sample: np.ndarray) -> None:
+        clf = self._classifier
+        self._output_kind = self.output if self.output != "auto" else detect_output_kind(clf.predict(x_sample[:32]))
+        self._resolve_scales(x_sample)
+
+    def _batch(self, x_l: np.ndarray, y_l: np.ndarray, x_u: np.ndarray | None = None) -> tuple:
+        """``(inputs, labels)`` of one step: labelled inputs first, each part through the fit-time defences."""
+        if not self.is_text:
+            x_l, y_l = fit_batch(self._classifier, (x_l, y_l))
+            if x_u is not None:
+                (x_u,) = fit_batch(self._classifier, (x_u,))
+        y_l = np.asarray(y_l)
+        if y_l.ndim == 2:
+            y_l = y_l.argmax(axis=1)
+        return (x_l if x_u is None else np.concatenate([x_l, x_u])), y_l
+
+    def _run(self, batches: Any, nb_epochs: int, validation: Any, catch_interrupt: Any) -> None:
+        ops, clf = self._ops, self._classifier
+        device = ops.device_of(clf)
+        loop = TrainingLoop(
+            clf,
+            nb_epochs,
+            desc="VAT",
+            verbose=self.verbose,
+            learning_rate=self.learning_rate,
+            catch_interrupt=catch_interrupt,
+            input_dtypes=("int64" if self.is_text else "float32", "int64"),
+        )
+        self.validation_history = []
+
+        def on_epoch_end(epoch: int, loss: float) -> dict | None:
+            if validation is None:
+                return None
+            acc = validation_accuracy(clf, validation[0], validation[1])
+            self.validation_history.append(acc)
+            return {"val_acc": f"{acc:.3f}"}
+
+        def loss_fn(xb, yb):
+            return self._loss(xb, yb, ops.shape(yb)[0], device)
+
+        result = loop.run(loss_fn, batches, on_epoch_end)
+        self.history.extend(result.history)
+        self.interrupted = result.interrupted
 
     def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
         """

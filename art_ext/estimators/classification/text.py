@@ -181,11 +181,8 @@ class TextClassifierMixin:
         :param random_state: Seed or generator of the power iteration's starting noise.
         :return: ``(nb_samples, max_len, dim)`` float32.
         """
-        from art_ext.attacks.evasion.virtual_adversarial_perturbation import (
-            log_probabilities,
-            unit_direction,
-            virtual_adversarial_direction,
-        )
+        from art_ext.backend.virtual_adversarial import unit_direction, virtual_adversarial_direction
+        from art_ext.utils.outputs import log_probabilities
 
         x = self.check_ids(x)
         check_positive(eps, "eps")

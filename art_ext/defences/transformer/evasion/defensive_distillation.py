@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from art.defences.transformer.transformer import Transformer
 
+from art_ext.backend import get_backend
+from art_ext.defences.trainer._loop import check_value
 from art_ext.defences.trainer.defensive_distillation import (
     _check_classifier,
     _check_output,
@@ -19,7 +21,7 @@ from art_ext.defences.trainer.defensive_distillation import (
     soft_labels,
     train_at_temperature,
 )
-from art_ext.utils.checks import check_finite, check_positive
+from art_ext.utils.checks import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -28,36 +30,42 @@ __all__ = ["DefensiveDistillation"]
 
 class DefensiveDistillation(Transformer):
     """
-    Defensive distillation as ART's :class:`art.defences.transformer.evasion.DefensiveDistillation` (same call:
-    ``transformer(x, transformed_classifier)``), but with a temperature, and for logit or probability outputs.
+    Defensive distillation as ART's :class:`art.defences.transformer.evasion.DefensiveDistillation`: same parameters
+    in the same order with the same defaults (``classifier, batch_size=128, nb_epochs=10``), same call
+    (``transformer(x, transformed_classifier)``) and, at the default ``temperature=1``, ART's result. Added after
+    ART's parameters: an explicit temperature, logit-output models (ART requires probabilities), a seed.
 
     The transformer's classifier is the teacher: its soft labels ``softmax(z_teacher(x) / T)`` train the
     transformed classifier at the same temperature ``T`` with its own optimizer. Distillation only scales the
     student's logits when the teacher was itself trained at ``T`` (e.g. the teacher of
     :class:`art_ext.defences.trainer.DefensiveDistillationTrainer`); from a teacher trained at T = 1 the student
-    reproduces the teacher's logits (Hinton et al.). ``temperature=1`` reproduces ART's transformer.
+    reproduces the teacher's logits (Hinton et al.). ``temperature=1`` (the default) is ART's transformer. On TensorFlow
+    the training step is compiled with ``tf.function``.
 
     | Paper link: https://arxiv.org/abs/1511.04508
     """
 
-    params = ["batch_size", "nb_epochs", "temperature", "output", "teacher_output", "verbose"]
+    params = ["batch_size", "nb_epochs", "temperature", "output", "teacher_output", "random_state", "verbose"]
 
     def __init__(
         self,
         classifier: Any,
         batch_size: int = 128,
         nb_epochs: int = 10,
-        temperature: float = 100.0,
+        temperature: float = 1.0,
         output: str = "auto",
         teacher_output: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
     ) -> None:
         """
-        :param classifier: The trained teacher (any ART classifier; only its ``predict`` is used).
+        :param classifier: The trained teacher (any ART classifier, ``BlackBoxClassifier`` included; only its
+                           ``predict`` is used).
         :param batch_size: Batch size.
         :param nb_epochs: Epochs of the transformed classifier.
-        :param temperature: The temperature T of the soft labels and of the student's training softmax.
+        :param temperature: The temperature T of the soft labels and of the student's training softmax; ``1`` is
+                            ART's behaviour (earlier art_ext versions defaulted to 100, the trainer's default: pass
+                            ``temperature=100`` for that).
         :param output: Whether the transformed classifier returns ``"logits"`` or ``"probabilities"`` (``"auto"``).
         :param teacher_output: The same for the teacher.
         :param random_state: Seed of the shuffling.
@@ -80,10 +88,15 @@ class DefensiveDistillation(Transformer):
         Train `transformed_classifier` in place on the teacher's soft labels at the temperature.
 
         :param x: Training inputs ``(nb_samples, ...)`` (no labels needed).
-        :param transformed_classifier: ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` to distil into.
+        :param transformed_classifier: ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or ``KerasClassifier`` to
+                                       distil into (its fit-time preprocessing defences apply, as in ART's fit).
         :return: The transformed classifier (deployed at T = 1).
         """
         _check_classifier(transformed_classifier, "transformed_classifier")
+        try:
+            get_backend(transformed_classifier)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"`transformed_classifier` must be trainable: {err}") from err
         if transformed_classifier.nb_classes != self.classifier.nb_classes:
             raise ValueError(
                 f"`transformed_classifier` has {transformed_classifier.nb_classes} classes, "
@@ -114,8 +127,12 @@ class DefensiveDistillation(Transformer):
         """No parameters to learn; does nothing (as ART's)."""
 
     def _check_params(self) -> None:
-        check_positive(self.batch_size, "batch_size", integer=True)
-        check_positive(self.nb_epochs, "nb_epochs", integer=True)
-        check_positive(self.temperature, "temperature")
+        check_value(self.batch_size, "batch_size", integer=True)
+        check_value(self.nb_epochs, "nb_epochs", integer=True)
+        check_value(self.temperature, "temperature")
+        if self.random_state is not None:
+            check_value(self.random_state, "random_state", integer=True, allow_zero=True)
+        if not isinstance(self.verbose, bool):
+            raise ValueError(f"`verbose` must be a bool, got {self.verbose!r}.")
         _check_output(self.output, "output")
         _check_output(self.teacher_output, "teacher_output")
