@@ -20,6 +20,8 @@ Usage (a trainer's ``fit``)::
   ``result.interrupted = True``; scripts that want the ``KeyboardInterrupt`` pass ``catch_interrupt=False`` or call
   :func:`set_catch_interrupt` once.
 - ``compile=True`` compiles the step (``tf.function`` on TensorFlow; ignored on PyTorch).
+- Under ``torchrun`` (DistributedDataParallel) or a ``tf.distribute`` strategy scope the loop is data-parallel:
+  see :mod:`art_ext.defences.trainer._distributed`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import warnings
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from tqdm.auto import trange
 
 from art_ext.backend import apply_fit_defences, get_backend
+from art_ext.backend.distributed import progress
+from art_ext.defences.trainer._distributed import epoch_indices, make_step, mean_over_ranks
 from art_ext.utils.checks import check_param
 
 logger = logging.getLogger(__name__)
@@ -82,7 +85,8 @@ def array_batches(
     estimator: Any = None,
 ) -> Iterable[tuple[np.ndarray, ...]]:
     """
-    One epoch of shuffled mini-batches of equally long arrays (``None`` entries stay ``None``).
+    One epoch of shuffled mini-batches of equally long arrays (``None`` entries stay ``None``); on several processes,
+    this rank's shard in batches of ``batch_size // world_size`` (:mod:`art_ext.defences.trainer._distributed`).
 
     :param arrays: ``(x, y, ...)``; the first is the input.
     :param batch_size: Batch size.
@@ -90,10 +94,7 @@ def array_batches(
     :param estimator: When given and the second array holds labels, its fit-time preprocessing defences are applied
                       to ``(x, y)`` of every batch (:func:`art_ext.backend.apply_fit_defences`).
     """
-    n = len(arrays[0])
-    order = rng.permutation(n)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    for idx in epoch_indices(len(arrays[0]), batch_size, rng):  # this rank's shard when distributed
         batch = tuple(None if a is None else a[idx] for a in arrays)
         if estimator is not None:
             batch = fit_batch(estimator, batch)
@@ -230,13 +231,13 @@ class TrainingLoop:
         :param on_epoch_end: Optional ``f(epoch, mean_loss)`` returning extra progress-bar fields.
         :return: The :class:`LoopResult`.
         """
-        step = self.ops.make_train_step(self.optimizer, loss_fn, self.weights, compile=self.compile)
+        step = make_step(self.ops, self.model, self.optimizer, loss_fn, self.weights, compile=self.compile)
         result = LoopResult(history=[])
-        bar = trange(self.nb_epochs, desc=self.desc, disable=not self.verbose)
+        bar = progress(range(self.nb_epochs), desc=self.desc, disable=not self.verbose)  # rank 0 only
         try:
             for epoch in bar:
                 losses = [float(self.ops.to_numpy(step(*self._tensors(batch)))) for batch in batches(epoch)]
-                mean = float(np.mean(losses)) if losses else float("nan")
+                mean = mean_over_ranks(float(np.mean(losses)) if losses else float("nan"))
                 result.history.append(mean)
                 postfix = {"loss": f"{mean:.4f}"}
                 if on_epoch_end is not None:

@@ -19,6 +19,7 @@ from art_ext.backend.virtual_adversarial import (
     unit_direction,
     virtual_adversarial_direction,
 )
+from art_ext.defences.trainer._distributed import aux_forward, epoch_indices, rank_share, split_rng
 from art_ext.defences.trainer._loop import (
     TrainingLoop,
     check_validation_data,
@@ -112,6 +113,7 @@ class VirtualAdversarialTrainer(Trainer):
         self.random_state = random_state
         self._check_params()
         self._rng = np.random.default_rng(random_state)
+        self._noise_rng = self._rng  # per rank when distributed (see fit)
         self._ops = get_backend(classifier)
         self.history: list[float] = []
         #: Accuracy on `validation_data` after each epoch of the last fit.
@@ -176,9 +178,11 @@ class VirtualAdversarialTrainer(Trainer):
         self.adversarial_eps_ = self.eps_ if self.adversarial_eps is None else self.adversarial_eps
         logger.info("VAT scales: eps=%.4g, xi=%.4g, adversarial eps=%.4g", self.eps_, self.xi_, self.adversarial_eps_)
 
-    def _log_probs(self, z: Any, mask: Any, training: bool) -> Any:
+    def _log_probs(self, z: Any, mask: Any, training: bool, aux: bool = False) -> Any:
         if self.is_text:
             out = self._classifier.classify_tensor(z, mask, training=training)
+        elif aux:  # auxiliary pass: the module inside a DDP wrapper, if any
+            out = aux_forward(self._ops, self._classifier, z, training=training)
         else:
             out = self._ops.forward(self._classifier, z, training=training)
         return log_probabilities(self._ops, out, self._output_kind)
@@ -192,12 +196,13 @@ class VirtualAdversarialTrainer(Trainer):
         if self.alpha > 0:
             with ops.frozen_batchnorm_stats(model):
 
-                def log_prob_fn(zz):
-                    return self._log_probs(zz, mask, training=True)
+                def log_prob_fn(zz, aux=False):
+                    return self._log_probs(zz, mask, training=True, aux=aux)
 
                 d = virtual_adversarial_direction(
-                    ops, log_prob_fn, z, log_p, self.xi_, self.n_power_iterations, self._rng, mask, device
-                )
+                    ops, lambda zz: log_prob_fn(zz, True), z, log_p, self.xi_, self.n_power_iterations,
+                    self._noise_rng, mask, device,
+                )  # fmt: skip
                 lds = kl_divergence_log_probs(ops, ops.stop_gradient(log_p), log_prob_fn(z + self.eps_ * d))
             loss = loss + self.alpha * lds
         if self.entropy_minimization:
@@ -207,10 +212,10 @@ class VirtualAdversarialTrainer(Trainer):
             mask_l = None if mask is None else mask[:n_labeled]
             with ops.frozen_batchnorm_stats(model):
 
-                def nll(zz):
-                    return -ops.sum(ops.gather_rows(self._log_probs(zz, mask_l, training=True), y))
+                def nll(zz, aux=False):
+                    return -ops.sum(ops.gather_rows(self._log_probs(zz, mask_l, training=True, aux=aux), y))
 
-                _, (grad,) = ops.value_and_grad(nll, [ops.stop_gradient(z_l)])
+                _, (grad,) = ops.value_and_grad(lambda zz: nll(zz, aux=True), [ops.stop_gradient(z_l)])
                 r_adv = self.adversarial_eps_ * unit_direction(ops, ops.stop_gradient(grad), mask_l)
                 loss = loss + self.adversarial_weight * nll(z_l + r_adv) / n_labeled
         return loss
@@ -262,25 +267,25 @@ class VirtualAdversarialTrainer(Trainer):
             labeled_batch_size = min(batch_size, n_l)
 
         labeled_order: list[int] = []
+        # Batch order common to the ranks (independent of their number), power-iteration noise per rank.
+        data_rng, self._noise_rng = split_rng(self._rng)
 
         def next_labeled(k: int) -> np.ndarray:
             nonlocal labeled_order
             while len(labeled_order) < k:
-                labeled_order += list(self._rng.permutation(n_l))
+                labeled_order += list(data_rng.permutation(n_l))
             idx, labeled_order = labeled_order[:k], labeled_order[k:]
-            return np.asarray(idx)
+            return rank_share(np.asarray(idx))
 
         n_main = len(x_unlabeled) if x_unlabeled is not None else n_l
 
         def batches(epoch: int):
-            order = self._rng.permutation(n_main)
-            for start in range(0, n_main, batch_size):
+            for idx in epoch_indices(n_main, batch_size, data_rng):  # this rank's shard when distributed
                 if x_unlabeled is None:
-                    idx_l = order[start : start + batch_size]
-                    yield self._batch(x[idx_l], y[idx_l])
+                    yield self._batch(x[idx], y[idx])
                 else:
                     idx_l = next_labeled(labeled_batch_size)
-                    yield self._batch(x[idx_l], y[idx_l], x_unlabeled[order[start : start + batch_size]])
+                    yield self._batch(x[idx_l], y[idx_l], x_unlabeled[idx])
 
         self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"))
 
