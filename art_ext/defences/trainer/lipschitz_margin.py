@@ -16,7 +16,7 @@ from art.defences.trainer.trainer import Trainer
 
 from art_ext.backend import get_backend
 from art_ext.backend.distributed import all_reduce, broadcast, get_context
-from art_ext.defences.trainer._distributed import epoch_indices, shared_seed
+from art_ext.defences.trainer._distributed import shared_seed
 from art_ext.defences.trainer._loop import (
     TrainingLoop,
     array_batches,
@@ -136,7 +136,8 @@ class LipschitzMarginTrainer(Trainer):
         y = check_labels(y, self.classifier.nb_classes, len(x))
         validation = check_validation_data(self.classifier, kwargs.get("validation_data"))
         rng = np.random.default_rng(self.random_state)
-        steps_per_epoch = len(list(epoch_indices(len(x), batch_size, np.random.default_rng(0))))
+        world = get_context().world_size  # steps of one epoch on this rank (epoch_indices' sharding)
+        steps_per_epoch = math.ceil(math.ceil(len(x) / world) / max(1, batch_size // world))
         self._train(
             lambda epoch: array_batches((x, y), batch_size, rng, self.classifier),
             nb_epochs,
