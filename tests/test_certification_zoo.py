@@ -416,7 +416,9 @@ def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
     for name, model in ordinary_models(framework).items():
         clf = make_classifier(model, input_shape=SHAPE[framework], learning_rate=3e-3)
         trainer = LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, random_state=0, verbose=False)
-        trainer.fit(x_train, y_train, nb_epochs=6, batch_size=128)
+        # LMT converges more slowly: at 6 epochs the Keras batch-norm residual model's accuracy varied from 0.51 to
+        # 0.84 with the seed (0.79 to 0.91 at 10); the twin is trained for the original 6
+        trainer.fit(x_train, y_train, nb_epochs=10, batch_size=128)
         twin = make_classifier(standard[name], input_shape=SHAPE[framework], learning_rate=3e-3)
         twin.fit(x_train, y_train, nb_epochs=6, batch_size=128, verbose=False)
         accuracy = float(np.mean(clf.predict(x_test).argmax(1) == y_test))

@@ -1,5 +1,5 @@
 """
-The trainers of the shared loop (VAT, defensive distillation) data-parallel: two gloo processes on CPU, the model
+The trainers of the shared loop (VAT, defensive distillation, Lipschitz-margin training) data-parallel: two gloo processes on CPU, the model
 wrapped in DistributedDataParallel before ART's PyTorchClassifier, reach the accuracy of the one-process run (within
 1 point), with the same weights and loss history on every rank; under a tf.distribute strategy scope the TensorFlow
 trainers train as without it.
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-EPOCHS = {"vat": 8, "distillation": 6}
+EPOCHS = {"vat": 8, "distillation": 6, "lmt": 6}
 BATCH = 64
 
 
@@ -48,12 +48,19 @@ def _classifier(seed: int, ddp: bool, learning_rate: float = 1e-3):
 def _train(trainer_name: str, ddp: bool, epochs: int) -> dict:
     """Train one digits MLP with `trainer_name` on this process (one rank of a run, or the whole run)."""
     from art_ext.data import load_digits
-    from art_ext.defences.trainer import DefensiveDistillationTrainer, VirtualAdversarialTrainer
+    from art_ext.defences.trainer import DefensiveDistillationTrainer, LipschitzMarginTrainer, VirtualAdversarialTrainer
+    from art_ext.estimators.certification import LipschitzCertifier
 
     (x_train, y_train), (x_test, y_test), _, _ = load_digits(channels_first=True)
-    clf = _classifier(0, ddp, 1e-3 if trainer_name == "vat" else 1e-2)
+    clf = _classifier(0, ddp, {"vat": 1e-3, "lmt": 3e-3}.get(trainer_name, 1e-2))
     start = time.perf_counter()
-    if trainer_name == "vat":
+    extra = {}
+    if trainer_name == "lmt":
+        trainer = LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, random_state=0, verbose=False)
+        trainer.fit(x_train, y_train, nb_epochs=epochs, batch_size=BATCH)
+        history = [h["loss"] for h in trainer.history]
+        extra = {"L": [h["L"] for h in trainer.history], "bound": LipschitzCertifier(clf).lipschitz_bound()}
+    elif trainer_name == "vat":
         trainer = VirtualAdversarialTrainer(clf, random_state=0, verbose=False)
         trainer.fit(x_train, y_train, nb_epochs=epochs, batch_size=BATCH)
         history = trainer.history
@@ -73,6 +80,7 @@ def _train(trainer_name: str, ddp: bool, epochs: int) -> dict:
         "history": [float(h) for h in history],
         "weights": float(sum(float(p.detach().double().abs().sum()) for p in clf.model.parameters())),
         "epoch_seconds": elapsed / (epochs * (2 if trainer_name == "distillation" else 1)),
+        **extra,
     }
 
 
@@ -133,6 +141,26 @@ def test_two_gloo_processes_match_one(tmp_path):
         assert abs(r0["accuracy"] - single["accuracy"]) <= 0.01 + 1e-9, (name, r0["accuracy"], single["accuracy"])
         if name == "distillation":  # no per-rank noise: the same global batches give the same weights
             assert r0["weights"] == pytest.approx(single["weights"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.only_with_framework("pytorch")
+def test_lmt_two_gloo_processes_match_one(tmp_path):
+    """LMT on a DDP-wrapped model: the same power-iteration estimate and certified bound on every rank, and the
+    accuracy (within 1 point) and certified Lipschitz bound (within 1%) of the one-process run."""
+    import torch
+
+    r0, r1 = (r["lmt"] for r in _run(2, str(tmp_path), ("lmt",), timeout=240))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _train("lmt", ddp=False, epochs=EPOCHS["lmt"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r0 == {**r1, "epoch_seconds": r0["epoch_seconds"]}  # weights, history, estimates and bound equal
+    assert single["accuracy"] >= 0.85 and abs(r0["accuracy"] - single["accuracy"]) <= 0.01 + 1e-9, (r0, single)
+    assert r0["bound"] == pytest.approx(single["bound"], rel=0.01), (r0["bound"], single["bound"])
+    assert len(r0["L"]) == EPOCHS["lmt"] and r0["L"][-1] <= r0["bound"] * (1 + 1e-3)
 
 
 @pytest.mark.slow

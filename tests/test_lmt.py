@@ -253,3 +253,43 @@ def test_unsupported_layers_and_bad_input_raise(framework, standard_cnn, digits)
         LipschitzMarginTrainer(standard_cnn, warmup_epochs=1.5)
     with pytest.raises(ValueError, match="y"):
         LipschitzMarginTrainer(standard_cnn).fit(x_test[:4], np.array([0, 1, 2, 11]), nb_epochs=1)
+
+
+def test_lmt_loop_interrupt_validation_and_generator(framework, digits, monkeypatch):
+    """The shared loop: Ctrl-C keeps the weights with a warning (or re-raises on request), validation accuracy is
+    recorded per epoch, and fit_generator trains on an ART DataGenerator."""
+    from art.data_generators import NumpyDataGenerator
+
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    clf = make_classifier(build_model("digits_mlp", framework, seed=0), input_shape=_shape(framework, "digits_mlp"))
+    trainer = LipschitzMarginTrainer(clf, c=C, warmup_epochs=1, random_state=0, verbose=False)
+    trainer.fit(x_train, y_train, nb_epochs=2, batch_size=BATCH, validation_data=(x_test, y_test))
+    assert [h["epoch"] for h in trainer.history] == [0, 1] and not trainer.interrupted
+    assert all(0 <= h["val_accuracy"] <= 1 and h["L"] > 0 for h in trainer.history)
+    assert trainer.history[-1]["val_accuracy"] >= 0.5 and trainer.history[-1]["c"] == pytest.approx(C)
+
+    calls = []
+    original = trainer._margin_offsets
+
+    def interrupt_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "_margin_offsets", interrupt_on_third)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        trainer.fit(x_train, y_train, nb_epochs=2, batch_size=BATCH)
+    assert trainer.interrupted and len(trainer.history) == 2  # no epoch completed
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(x_train, y_train, nb_epochs=2, batch_size=BATCH, catch_interrupt=False)
+    monkeypatch.undo()
+
+    generator = NumpyDataGenerator(x_train, y_train, batch_size=BATCH, drop_remainder=False, shuffle=True)
+    before = float(np.mean(clf.predict(x_test).argmax(1) == y_test))
+    trainer.fit_generator(generator, nb_epochs=1)
+    assert len(trainer.history) == 3 and not trainer.interrupted
+    assert float(np.mean(clf.predict(x_test).argmax(1) == y_test)) >= before - 0.05
+    with pytest.raises(ValueError, match="validation_data"):
+        trainer.fit(x_train, y_train, nb_epochs=1, validation_data=(x_test, y_test[:3]))

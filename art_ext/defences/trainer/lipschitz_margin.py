@@ -13,9 +13,17 @@ from typing import Any
 
 import numpy as np
 from art.defences.trainer.trainer import Trainer
-from tqdm.auto import trange
 
 from art_ext.backend import get_backend
+from art_ext.backend.distributed import all_reduce, broadcast, get_context
+from art_ext.defences.trainer._distributed import shared_seed
+from art_ext.defences.trainer._loop import (
+    TrainingLoop,
+    array_batches,
+    check_validation_data,
+    generator_batches,
+    validation_accuracy,
+)
 from art_ext.estimators.certification.classifier_graph import _check_classifier, build_graph
 from art_ext.estimators.certification.graph import LipschitzGraph, PowerIterationState
 from art_ext.utils.checks import check_finite, check_labels, check_positive
@@ -74,6 +82,7 @@ class LipschitzMarginTrainer(Trainer):
         self.random_state = random_state
         self.verbose = verbose
         self.history: list[dict] = []
+        self.interrupted = False
         self._check_params()
         build_graph(classifier)  # refuse a model that cannot be certified before anything is spent
 
@@ -108,12 +117,16 @@ class LipschitzMarginTrainer(Trainer):
     # ------------------------------------------------------------------ training
     def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 20, batch_size: int = 128, **kwargs) -> None:
         """
-        Train the classifier in place. Ctrl-C stops after the current step and keeps the weights reached.
+        Train the classifier in place.
 
         :param x: Training inputs ``(nb_samples, ...)``.
         :param y: Labels, indices ``(nb_samples,)`` or one-hot ``(nb_samples, nb_classes)``.
         :param nb_epochs: Number of epochs.
         :param batch_size: Batch size.
+        :param validation_data: Optional ``(x_val, y_val)``: accuracy after each epoch, recorded in the history
+                                (``"val_accuracy"``) and shown in the progress bar.
+        :param catch_interrupt: ``False`` lets Ctrl-C raise ``KeyboardInterrupt``; by default training stops with a
+                                warning, keeps the weights so far and sets :attr:`interrupted`.
         """
         check_positive(nb_epochs, "nb_epochs", integer=True)
         check_positive(batch_size, "batch_size", integer=True)
@@ -121,50 +134,120 @@ class LipschitzMarginTrainer(Trainer):
         if x.shape[1:] != tuple(self.classifier.input_shape):
             raise ValueError(f"`x` must have shape (nb_samples, {tuple(self.classifier.input_shape)}), got {x.shape}.")
         y = check_labels(y, self.classifier.nb_classes, len(x))
-
-        ops = get_backend(self.classifier)
-        model = ops.model_of(self.classifier)
-        optimizer = self.optimizer or ops.optimizer_of(self.classifier)
-        if optimizer is None:
-            optimizer = ops.make_optimizer(ops.trainable_weights(model), "adam", self.learning_rate or 1e-3)
-        elif self.learning_rate is not None:
-            ops.set_learning_rate(optimizer, self.learning_rate)
+        validation = check_validation_data(self.classifier, kwargs.get("validation_data"))
         rng = np.random.default_rng(self.random_state)
-        graph = build_graph(self.classifier)
+        world = get_context().world_size  # steps of one epoch on this rank (epoch_indices' sharding)
+        steps_per_epoch = math.ceil(math.ceil(len(x) / world) / max(1, batch_size // world))
+        self._train(
+            lambda epoch: array_batches((x, y), batch_size, rng, self.classifier),
+            nb_epochs,
+            steps_per_epoch,
+            rng,
+            validation,
+            kwargs.get("catch_interrupt"),
+        )
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs) -> None:
+        """
+        Train the classifier in place on the ``(x, y)`` batches of an ART ``DataGenerator``.
+
+        :param generator: An ART ``DataGenerator``.
+        :param nb_epochs: Number of epochs (``ceil(size / batch_size)`` batches each).
+        :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit`.
+        :param catch_interrupt: As in :meth:`fit`.
+        """
+        check_positive(nb_epochs, "nb_epochs", integer=True)
+        validation = check_validation_data(self.classifier, kwargs.get("validation_data"))
+        nb_classes = self.classifier.nb_classes
+
+        def batches(epoch: int):
+            for xb, yb in generator_batches(generator, self.classifier):
+                yield xb, check_labels(yb, nb_classes, len(xb), name="generator labels")
+
+        steps_per_epoch = int(math.ceil(generator.size / generator.batch_size))
+        rng = np.random.default_rng(self.random_state)
+        self._train(batches, nb_epochs, steps_per_epoch, rng, validation, kwargs.get("catch_interrupt"))
+
+    def _train(
+        self,
+        batches: Any,
+        nb_epochs: int,
+        steps_per_epoch: int,
+        rng: np.random.Generator,
+        validation: Any,
+        catch_interrupt: Any,
+    ) -> None:
+        """The shared training loop on the LMT loss (see :mod:`art_ext.defences.trainer._loop`)."""
+        clf = self.classifier
+        ops = get_backend(clf)
+        optimizer = self.optimizer
+        if optimizer is not None and self.learning_rate is not None:
+            ops.set_learning_rate(optimizer, self.learning_rate)
+        loop = TrainingLoop(
+            clf,
+            nb_epochs,
+            desc="LMT",
+            verbose=self.verbose,
+            optimizer=optimizer,
+            learning_rate=self.learning_rate,
+            catch_interrupt=catch_interrupt,
+            input_dtypes=("float32", "int64"),
+        )
+        # The graph is read on the module inside a DistributedDataParallel wrapper; the loss runs through the wrapper.
+        graph = build_graph(clf)
         # ART's predict-time preprocessing, which the graph holds as its first node (mean/std only; else refused)
         preprocess = graph.nodes[1].forward if graph.nodes[1].note == "preprocessing" else (lambda t: t)
-        state = PowerIterationState(ops, rng)
-        steps_per_epoch = math.ceil(len(x) / batch_size)
+        # Power-iteration start vectors from a seed common to all ranks (then re-broadcast after every epoch).
+        state = PowerIterationState(ops, np.random.default_rng(shared_seed(rng)))
         warmup_steps = self.warmup_epochs * steps_per_epoch
-        step = 0
-        try:
-            for epoch in trange(nb_epochs, desc="LMT epochs", disable=not self.verbose):
-                order = rng.permutation(len(x))
-                losses, lipschitz = [], 0.0
-                c_now = self.c
-                for start in range(0, len(x), batch_size):
-                    idx = order[start : start + batch_size]
-                    xb = ops.asarray(x[idx], device=ops.device_of(self.classifier))
-                    yb = ops.asarray(y[idx], dtype="int64", device=ops.device_of(self.classifier))
-                    c_now = self.c * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.c
-                    aux: dict = {}
+        counter = {"step": 0, "c": self.c, "L": None}
 
-                    def loss_fn(xb=xb, yb=yb, c_now=c_now, aux=aux):
-                        logits = ops.call_model(model, preprocess(xb), training=True)
-                        offsets, lip = self._margin_offsets(ops, graph, state, yb)
-                        aux["L"] = lip
-                        return ops.cross_entropy(logits + c_now * offsets, yb)
+        def wrapped(epoch: int):
+            for batch in batches(epoch):
+                step = counter["step"]
+                counter["c"] = self.c * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.c
+                counter["step"] = step + 1
+                xb, yb = batch
+                yield xb, (np.asarray(yb).argmax(axis=1) if np.ndim(yb) == 2 else yb)
 
-                    losses.append(ops.train_step(model, optimizer, loss_fn))
-                    lipschitz = float(ops.to_numpy(aux["L"]))
-                    step += 1
-                self.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "L": lipschitz, "c": c_now})
-                logger.info(
-                    "LMT epoch %d: loss %.4f, L estimate %.3f, c %.3f", epoch, np.mean(losses), lipschitz, c_now
-                )
-        except KeyboardInterrupt:
-            logger.warning("LMT training interrupted after %d steps; keeping the weights reached.", step)
+        def loss_fn(xb, yb):
+            logits = ops.call_model(loop.model, preprocess(xb), training=True)
+            offsets, lip = self._margin_offsets(ops, graph, state, yb)
+            counter["L"] = lip
+            return ops.cross_entropy(logits + counter["c"] * offsets, yb)
+
+        def on_epoch_end(epoch: int, loss: float) -> dict:
+            _sync_vectors(ops, state, ops.device_of(clf))
+            lipschitz = float(ops.to_numpy(counter["L"])) if counter["L"] is not None else 0.0
+            lipschitz = _max_over_ranks(lipschitz)  # the same (upper) estimate on every rank
+            entry = {"epoch": epoch, "loss": loss, "L": lipschitz, "c": counter["c"]}
+            postfix = {"L": f"{lipschitz:.3f}", "c": f"{counter['c']:.3f}"}
+            if validation is not None:
+                entry["val_accuracy"] = validation_accuracy(clf, validation[0], validation[1])
+                postfix["val_acc"] = f"{entry['val_accuracy']:.3f}"
+            self.history.append(entry)
+            logger.info("LMT epoch %d: loss %.4f, L estimate %.3f, c %.3f", epoch, loss, lipschitz, counter["c"])
+            return postfix
+
+        result = loop.run(loss_fn, wrapped, on_epoch_end)
+        self.interrupted = result.interrupted
 
     def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
         """The classifier's predictions (logits) on `x`."""
         return self.classifier.predict(x, **kwargs)
+
+
+def _sync_vectors(ops: Any, state: PowerIterationState, device: Any) -> None:
+    """Replace every rank's power-iteration vectors by rank 0's (no-op on one process)."""
+    if not get_context().is_distributed:
+        return
+    for key, vector in list(state.vectors.items()):  # the same (graph) order on every rank
+        value = broadcast(np.asarray(ops.to_numpy(vector)), src=0)
+        state.vectors[key] = ops.asarray(value, device=device)
+
+
+def _max_over_ranks(value: float) -> float:
+    """The largest value over the ranks (itself on one process): one upper estimate shared by every rank."""
+    if not get_context().is_distributed:
+        return value
+    return float(all_reduce(np.array([value], np.float64), "max")[0])

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from art_ext.backend import framework_of, get_backend
+from art_ext.backend.distributed import unwrap_model
 from art_ext.estimators.certification.graph import LayerRecord, LipschitzGraph
 
 __all__ = ["build_graph", "fingerprint", "no_grad", "preprocessing_affine", "preprocessing_factor", "verify_graph"]
@@ -101,7 +102,7 @@ def fingerprint(classifier: Any, framework: str) -> str:
     """A digest of the model's parameters and buffers (values and identities) and of its preprocessing."""
     digest = hashlib.blake2b(digest_size=16)
     if framework == "pytorch":
-        for name, tensor in classifier.model.state_dict(keep_vars=True).items():
+        for name, tensor in unwrap_model(classifier.model).state_dict(keep_vars=True).items():
             digest.update(f"{name}:{id(tensor)}:{tuple(tensor.shape)}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     else:
@@ -155,7 +156,7 @@ def build_graph(classifier: Any, check: bool = True) -> LipschitzGraph:
     if framework == "pytorch":
         from art_ext.estimators.certification.torch_graph import read_torch
 
-        output = read_torch(classifier.model, nodes, ops)
+        output = read_torch(unwrap_model(classifier.model), nodes, ops)  # the module inside a DDP wrapper
     else:
         from art_ext.estimators.certification.keras_graph import read_keras
 
@@ -201,7 +202,7 @@ def verify_graph(
     if rebuilt.shape != logits.shape or not np.all(np.abs(rebuilt - logits) <= tol * scale):
         gap = float(np.abs(rebuilt - logits).max()) if rebuilt.shape == logits.shape else float("nan")
         raise TypeError(
-            f"The computation graph read from {type(classifier.model).__name__} does not reproduce the classifier's "
+            f"The computation graph read from {type(unwrap_model(classifier.model)).__name__} does not reproduce the classifier's "
             f"outputs (shape {rebuilt.shape} vs {logits.shape}, largest difference {gap:.3g}): the model computes "
             "something its layers do not show (a forward hook, a layer subclass with its own forward, a patched "
             "method?). Remove it, or express it with certifiable layers."
