@@ -105,6 +105,35 @@ def test_student_with_softmax_output_is_trained_on_log_probabilities(framework, 
     assert _accuracy(student, x_test, y_test) >= 0.3  # chance is 0.1: it learnt through its softmax
 
 
+def test_softmax_student_identical_to_the_victim_has_zero_loss(framework, digits_cnn_classifier):
+    """
+    A softmax student's log-probabilities are logits only up to a per-row constant: compared with the victim's
+    recovered (centred) logits as they are, an exact copy of the victim would keep an l1 loss of |mean log p| and be
+    pushed away from the victim (ART's CopycatCNN test model stayed at 0% agreement). Centred, the copy has no loss.
+    """
+    from art_ext.backend import get_backend
+    from art_ext.models import to_probability_classifier
+
+    victim = to_probability_classifier(digits_cnn_classifier)
+    copy = _student(framework)
+    ops = get_backend(framework)
+    ops.set_weights(copy, ops.get_weights(digits_cnn_classifier))
+    student = to_probability_classifier(copy)
+    attack = DataFreeModelExtraction(
+        victim,
+        _generator(framework),
+        max_queries=500,
+        batch_size=32,
+        n_student_steps=1,
+        eval_every=1,
+        random_state=0,
+        verbose=False,
+    )
+    attack.extract(thieved_classifier=student)
+    first = attack.history[0]["loss_student"]  # one student step: its loss is measured before the update
+    assert first < 0.05, first
+
+
 def test_hybrid_mode_is_never_worse_than_its_warm_start(framework, digits, digits_cnn_classifier):
     (x_train, _), (x_test, y_test), _, _ = digits
     victim = digits_cnn_classifier

@@ -110,22 +110,34 @@ class DFMERun:
         return bool(probabilities)
 
     def student_logits(self, x, training: bool):
-        """The student's logits (log-probabilities for a student ending in a softmax: logits up to a constant)."""
+        """
+        The student's logits. A student ending in a softmax gives log-probabilities (floored as the victim's
+        probabilities are), which are logits only up to a per-row constant and can never reach a zero-mean target:
+        they are centred (mean over classes 0), and
+        :meth:`_target` centres the victim's logits for such students too, so the l1 loss compares like with like.
+        """
         ops = self.ops
         out = ops.forward(self.student, x, training=training)
-        return ops.log(ops.maximum(out, 1e-30)) if self.student_log else out
+        if not self.student_log:
+            return out
+        log_p = ops.log(ops.maximum(out, self.oracle.probability_floor))  # the floor the victim's answers get
+        return log_p - ops.mean(log_p, axis=1, keepdims=True)
+
+    def _target(self, v_logits):
+        """The victim's logits as the l1 loss compares them (centred for a softmax student, see above)."""
+        return v_logits - self.ops.mean(v_logits, axis=1, keepdims=True) if self.student_log else v_logits
 
     # ------------------------------------------------------------------ losses
     def disagreement(self, s_logits, v_logits):
         ops = self.ops
         if self.p.loss == "l1":
-            return ops.mean(ops.abs(s_logits - v_logits))
+            return ops.mean(ops.abs(s_logits - self._target(v_logits)))
         return ops.kl_divergence_logits(v_logits, s_logits)
 
     def per_sample_disagreement(self, s_logits, v_logits):
         ops = self.ops
         if self.p.loss == "l1":
-            return ops.mean(ops.abs(s_logits - v_logits), axis=1)
+            return ops.mean(ops.abs(s_logits - self._target(v_logits)), axis=1)
         return ops.kl_divergence_logits(v_logits, s_logits, reduce=False)
 
     def batch_class_entropy(self, s_logits):
