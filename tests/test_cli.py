@@ -6,18 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from png_checks import assert_png
 
 from art_ext.cli import doctor
 from art_ext.cli.main import COMMANDS, build_parser, main
-
-
-def _check_png(path, min_side=100):
-    """Decode a PNG: a real image of some size whose pixels are not all the same."""
-    from matplotlib.image import imread
-
-    image = imread(str(path))
-    assert image.ndim == 3 and min(image.shape[:2]) >= min_side, f"{path}: shape {image.shape}"
-    assert float(np.std(image[..., :3])) > 0.01, f"{path} is blank"
 
 
 def test_doctor_reports_versions_and_data(tmp_path, capsys, framework):
@@ -40,7 +32,7 @@ def test_demo_quick_writes_report(tmp_path, framework):
     pngs = [f for f in os.listdir(out) if f.endswith(".png")]
     assert len(pngs) >= 2
     for f in pngs:
-        _check_png(out / f)
+        assert_png(out / f)
         assert f"({f})" in text  # referenced by the report
 
 

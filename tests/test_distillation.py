@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from png_checks import assert_png
 
 from art_ext.defences.trainer import DefensiveDistillationTrainer
 from art_ext.defences.transformer.evasion import DefensiveDistillation
@@ -32,15 +33,6 @@ def _mlp(framework, output="logits", seed=1):
     shape = ARCHITECTURES["digits_mlp"][0 if framework == "pytorch" else 1]
     # lr 0.01: with Adam's bounded steps, lr 1e-3 needs far more epochs to grow logits T times larger.
     return make_classifier(build_model("digits_mlp", framework, seed=seed), shape, output=output, learning_rate=0.01)
-
-
-def _assert_png(path, min_side=100):
-    """Decode the PNG: a real image, not blank."""
-    from matplotlib.image import imread
-
-    image = imread(str(path))
-    assert image.ndim == 3 and min(image.shape[:2]) >= min_side, image.shape
-    assert float(np.std(image[..., :3])) > 0.01, f"{path} is blank"
 
 
 def _median_gap(z):
@@ -130,7 +122,7 @@ def test_budgets_respected_and_report_outputs(reports, tmp_path):
         assert "| PGD (logit margin) |" in md and "warning sign" in md
         path = report.plot(str(tmp_path / "masking.png"))
         assert path.endswith(".png")
-        _assert_png(path)
+        assert_png(path)
 
 
 def test_margin_attack_l2_stays_in_budget(models, digits):
@@ -258,4 +250,4 @@ def test_cli_distill_quick_writes_report(framework, tmp_path):
     data = json.loads((out / "report.json").read_text())
     assert data["distilled"]["masking_suspected"] and not data["normal"]["masking_suspected"]
     for f in ("distill_gradient_norms.png", "distill_success_vs_eps.png"):
-        _assert_png(out / f)
+        assert_png(out / f)

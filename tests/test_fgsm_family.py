@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from art.attacks.evasion import FastGradientMethod
 from art.exceptions import EstimatorError
+from png_checks import assert_png
 
 from art_ext.attacks.evasion import LeastLikelyClassMethod, RandomFGSM
 from art_ext.attacks.evasion.least_likely_class import kurakin_max_iter
@@ -241,7 +242,7 @@ def test_transferability_matrix(digits_mlp_classifier, fgsm_trained, test_batch,
     assert table.count("\n") == 5 and "fgsm-trained" in table and "%" in table
     path = tmp_path / "transfer.png"
     result.plot(str(path))
-    assert path.stat().st_size > 1000
+    assert_png(path)
 
 
 def test_transferability_rejects_bad_arguments(digits_mlp_classifier, test_batch):
@@ -266,4 +267,4 @@ def test_demo_section_fgsm(tmp_path, framework):
     assert main(["demo", "--framework", framework, "--out", str(out), "--quick", "--sections", "fgsm"]) == 0
     text = (out / "report.md").read_text()
     assert "R+FGSM error" in text and "crafted on" in text
-    assert (out / "fgsm_transferability.png").stat().st_size > 1000
+    assert_png(out / "fgsm_transferability.png")

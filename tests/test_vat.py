@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from png_checks import assert_png
 
 from art_ext.attacks.evasion import VirtualAdversarialPerturbation
 from art_ext.defences.trainer import VirtualAdversarialTrainer
@@ -212,4 +213,4 @@ def test_cli_vat_and_demo_section(framework, tmp_path, capsys):
     assert main(["demo", "--framework", framework, "--out", str(tmp_path), "--quick", "--sections", "vat"]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "| labels | supervised only | VAT | gain |" in text
-    assert (tmp_path / "vat_accuracy_vs_labels.png").stat().st_size > 1000
+    assert_png(tmp_path / "vat_accuracy_vs_labels.png")
