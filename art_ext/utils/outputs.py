@@ -34,14 +34,19 @@ def detect_output_kind(outputs: np.ndarray) -> str:
     return "logits"
 
 
+#: How many inputs every output-kind detection looks at.
+PROBE_SIZE = 64
+
+
 def output_kind_of(classifier: Any, x: np.ndarray, output: str = "auto", batch_size: int = 128) -> str:
     """
-    The output kind of an ART classifier: `output` itself unless ``"auto"``, else detected on the first 64 inputs.
+    The output kind of an ART classifier: `output` itself unless ``"auto"``, else detected on the first
+    :data:`PROBE_SIZE` inputs.
     """
     check_output_kind(output)
     if output != "auto":
         return output
-    return detect_output_kind(classifier.predict(np.asarray(x[:64], dtype=np.float32), batch_size=batch_size))
+    return detect_output_kind(classifier.predict(np.asarray(x[:PROBE_SIZE], dtype=np.float32), batch_size=batch_size))
 
 
 def logits_from_outputs(ops: Any, outputs: Any, output_kind: str) -> Any:

@@ -27,7 +27,7 @@ from art_ext.backend.virtual_adversarial import (
     virtual_adversarial_direction_fd,
 )
 from art_ext.utils.checks import check_finite
-from art_ext.utils.outputs import OUTPUT_KINDS, detect_output_kind, log_probabilities
+from art_ext.utils.outputs import OUTPUT_KINDS, PROBE_SIZE, detect_output_kind, log_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class VirtualAdversarialPerturbation(EvasionAttack):
         """The classifier's output kind, detected on a few inputs when ``output="auto"``."""
         if self.output != "auto":
             return self.output
-        return detect_output_kind(self._predict(x[:32]))
+        return detect_output_kind(self._predict(x[:PROBE_SIZE]))
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         out = self.estimator.predict(x, batch_size=max(len(x), 1))

@@ -30,7 +30,7 @@ from art_ext.defences.trainer._loop import (
     validation_accuracy,
 )
 from art_ext.utils.checks import ArgumentTypeError, check_finite, check_labels
-from art_ext.utils.outputs import OUTPUT_KINDS, detect_output_kind, log_probabilities
+from art_ext.utils.outputs import OUTPUT_KINDS, PROBE_SIZE, detect_output_kind, log_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,9 @@ class VirtualAdversarialTrainer(Trainer):
 
     def _prepare(self, x_sample: np.ndarray) -> None:
         clf = self._classifier
-        self._output_kind = self.output if self.output != "auto" else detect_output_kind(clf.predict(x_sample[:32]))
+        self._output_kind = (
+            self.output if self.output != "auto" else detect_output_kind(clf.predict(x_sample[:PROBE_SIZE]))
+        )
         self._resolve_scales(x_sample)
 
     def _batch(self, x_l: np.ndarray, y_l: np.ndarray, x_u: np.ndarray | None = None) -> tuple:
@@ -378,7 +380,7 @@ class VirtualAdversarialTrainer(Trainer):
         """
         ops, clf = self._ops, self._classifier
         x = self._check_x(x, "x")
-        self._output_kind = self.output if self.output != "auto" else detect_output_kind(clf.predict(x[:32]))
+        self._output_kind = self.output if self.output != "auto" else detect_output_kind(clf.predict(x[:PROBE_SIZE]))
         if self.eps_ is None or self.xi_ is None:
             self._resolve_scales(x)
         device = ops.device_of(clf)
