@@ -24,7 +24,7 @@ from art_ext.defences.trainer._loop import (
     generator_batches,
     validation_accuracy,
 )
-from art_ext.estimators.certification.classifier_graph import _check_classifier, build_graph
+from art_ext.estimators.certification.classifier_graph import build_graph, check_certifiable_classifier
 from art_ext.estimators.certification.graph import LipschitzGraph, PowerIterationState
 from art_ext.utils.checks import check_finite, check_labels, check_positive
 
@@ -72,7 +72,7 @@ class LipschitzMarginTrainer(Trainer):
         :param random_state: Seed of the shuffling and of the power-iteration start vectors.
         :param verbose: Show progress bars.
         """
-        _check_classifier(classifier)
+        check_certifiable_classifier(classifier)
         super().__init__(classifier)
         self.c = c
         self.warmup_epochs = warmup_epochs

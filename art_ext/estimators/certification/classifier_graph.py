@@ -17,11 +17,25 @@ from art_ext.backend import framework_of, get_backend
 from art_ext.backend.distributed import unwrap_model
 from art_ext.estimators.certification.graph import LayerRecord, LipschitzGraph
 
-__all__ = ["build_graph", "fingerprint", "no_grad", "preprocessing_affine", "preprocessing_factor", "verify_graph"]
+__all__ = [
+    "build_graph",
+    "check_certifiable_classifier",
+    "fingerprint",
+    "no_grad",
+    "preprocessing_affine",
+    "preprocessing_factor",
+    "verify_graph",
+]
 
 
 # ---------------------------------------------------------------------------------------------------- classifiers
-def _check_classifier(classifier: Any) -> str:
+def check_certifiable_classifier(classifier: Any) -> str:
+    """
+    An ART classifier a Lipschitz certificate can cover: PyTorch, TensorFlow v2 or Keras, no postprocessing defences.
+
+    :return: Its framework, ``"pytorch"`` or ``"tensorflow"``.
+    :raises TypeError: Naming what prevents it.
+    """
     from art.estimators.classification.classifier import ClassifierMixin
 
     if not isinstance(classifier, ClassifierMixin):
@@ -133,7 +147,7 @@ def build_graph(classifier: Any, check: bool = True) -> LipschitzGraph:
     :param check: Compare the rebuilt graph with the classifier's own output on random inputs in ``clip_values``.
     :raises TypeError: When a node cannot be bounded or the rebuilt graph does not compute what the model computes.
     """
-    framework = _check_classifier(classifier)
+    framework = check_certifiable_classifier(classifier)
     ops = get_backend(framework)
     nodes = [LayerRecord(kind="input", name="input")]
     affine = preprocessing_affine(classifier)

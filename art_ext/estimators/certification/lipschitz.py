@@ -35,8 +35,8 @@ import numpy as np
 
 from art_ext.backend import get_backend
 from art_ext.estimators.certification.classifier_graph import (  # noqa: F401 (re-exported)
-    _check_classifier,
     build_graph,
+    check_certifiable_classifier,
     fingerprint,
     preprocessing_affine,
     preprocessing_factor,
@@ -98,7 +98,7 @@ class LipschitzCertifier:
                                compared with the classifier's outputs; 1.0 checks every input (twice the cost of a
                                prediction).
         """
-        self.framework = _check_classifier(classifier)
+        self.framework = check_certifiable_classifier(classifier)
         if not isinstance(pairwise, bool):
             raise TypeError("`pairwise` must be a bool.")
         if not (isinstance(float_tolerance, (int, float)) and 0 <= float_tolerance < 0.1):
@@ -117,7 +117,7 @@ class LipschitzCertifier:
     # -------------------------------------------------------------- bounds
     def refresh(self) -> None:
         """Re-read the model and recompute the bounds (done automatically whenever the weights have changed)."""
-        _check_classifier(self.classifier)
+        check_certifiable_classifier(self.classifier)
         self.graph = build_graph(self.classifier)
         self._bounds, self._table = self.graph.sound_bounds()
         self._fingerprint = fingerprint(self.classifier, self.framework)
