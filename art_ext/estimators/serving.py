@@ -15,7 +15,6 @@ Errors are JSON ``{"error": message}`` with status 400 (bad request), 404, 413 (
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
@@ -24,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from art_ext.estimators.wire import JSON_TYPE, NPY_TYPE, decode_array, encode_array, media_type
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassifierServer", "serve_in_thread"]
-
-JSON_TYPE = "application/json"
-NPY_TYPE = "application/x-npy"
 
 
 class ClassifierServer(ThreadingHTTPServer):
@@ -145,23 +143,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/predict":
             self._json(404, {"error": f"unknown path {path}; use POST /predict"})
             return
-        content_type = (self.headers.get("Content-Type") or JSON_TYPE).split(";")[0].strip().lower()
+        content_type = media_type(self.headers.get("Content-Type"))
         try:
-            if content_type == NPY_TYPE:
-                x = np.load(io.BytesIO(body), allow_pickle=False)
-            elif content_type == JSON_TYPE:
-                payload = json.loads(body.decode("utf-8"))
-                if not isinstance(payload, dict) or "inputs" not in payload:
-                    raise ValueError('JSON body must be {"inputs": [...], "shape": [n, ...]}')
-                x = np.asarray(payload["inputs"], dtype=np.float32)
-                if "shape" in payload:
-                    shape = [int(d) for d in payload["shape"]]
-                    if int(np.prod(shape)) != x.size:
-                        raise ValueError(f"shape {shape} does not match {x.size} values")
-                    x = x.reshape(shape)
-            else:
+            if content_type not in (JSON_TYPE, NPY_TYPE):
                 self._json(415, {"error": f"Content-Type must be {JSON_TYPE} or {NPY_TYPE}, got {content_type}"})
                 return
+            x = decode_array(body, content_type, "inputs")
             out = self.server.predict(np.asarray(x, dtype=np.float32))
         except OverflowError as error:
             self._json(413, {"error": str(error)})
@@ -173,12 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("predict failed")
             self._json(500, {"error": f"{type(error).__name__}: {error}"})
             return
-        if content_type == NPY_TYPE:
-            buffer = io.BytesIO()
-            np.save(buffer, out, allow_pickle=False)
-            self._send(200, buffer.getvalue(), NPY_TYPE)
-        else:
-            self._json(200, {"outputs": out.tolist(), "shape": list(out.shape)})
+        self._send(200, encode_array(out, content_type, "outputs"), content_type)
 
 
 def serve_in_thread(classifier: Any, host: str = "127.0.0.1", port: int = 0, **kwargs) -> ClassifierServer:

@@ -16,7 +16,6 @@ Only the standard library is used for HTTP (``http.client``).
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import logging
 import socket
@@ -30,6 +29,7 @@ import numpy as np
 from art.estimators.classification.blackbox import BlackBoxClassifier
 from art.estimators.classification.classifier import Classifier
 
+from art_ext.estimators.wire import JSON_TYPE, NPY_TYPE, decode_array, encode_array, media_type
 from art_ext.utils.checks import check_finite, check_positive
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: HTTP statuses worth retrying: the endpoint is overloaded, rate limiting or briefly failing.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_NPY = "application/x-npy"
-_JSON = "application/json"
 # Failures of the transport (no HTTP status came back): retried.
 _TRANSPORT_ERRORS = (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException, OSError)
 
@@ -370,14 +368,9 @@ class RemoteClassifier(BlackBoxClassifier):
             self.queries_answered += n  # the endpoint answered, even if what it sent turns out malformed
         expected = (n, self.nb_classes)
         try:
-            if headers.get("content-type", "").split(";")[0].strip() == _NPY:
-                out = np.load(io.BytesIO(data), allow_pickle=False)
-            else:
-                obj = json.loads(data.decode("utf-8"))
-                out = np.asarray(obj["outputs"], dtype=np.float32)
-                if "shape" in obj and tuple(obj["shape"]) != out.shape:
-                    raise ValueError(f"declared shape {obj['shape']} but sent {out.shape}")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            kind = NPY_TYPE if media_type(headers.get("content-type")) == NPY_TYPE else JSON_TYPE
+            out = decode_array(data, kind, "outputs")
+        except (ValueError, KeyError, TypeError) as err:
             raise RemoteQueryError(f"{self.url}/predict answered a malformed body: {err}") from err
         out = np.asarray(out, dtype=np.float32)
         if out.shape != expected:
@@ -394,11 +387,8 @@ def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.
 
 
 def _encode(x: np.ndarray, payload: str) -> tuple[bytes, str]:
-    if payload == "npy":
-        buffer = io.BytesIO()
-        np.save(buffer, x, allow_pickle=False)
-        return buffer.getvalue(), _NPY
-    return json.dumps({"inputs": x.tolist(), "shape": list(x.shape)}).encode("utf-8"), _JSON
+    ctype = NPY_TYPE if payload == "npy" else JSON_TYPE
+    return encode_array(x, ctype, "inputs"), ctype
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -414,7 +404,7 @@ def _get_json(url: str, path: str, timeout: float, headers: dict[str, str] | Non
         raise ValueError(f"`url` must be an http:// or https:// address, got {url!r}.")
     conn = _connection(parts, timeout)
     try:
-        conn.request("GET", parts.path.rstrip("/") + path, headers={"Accept": _JSON, **(headers or {})})
+        conn.request("GET", parts.path.rstrip("/") + path, headers={"Accept": JSON_TYPE, **(headers or {})})
         resp = conn.getresponse()
         data = resp.read()
     finally:
