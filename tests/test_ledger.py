@@ -267,3 +267,53 @@ def test_dfme_wrapped_from_outside_resumes_without_paying_twice(framework, tmp_p
     assert ledger.queries_used == answered_first + 16 + sum(calls) == max_queries
     assert second.queries_used == max_queries - 16
     ledger.close()
+
+
+def test_dfme_ledger_dir_resumes_without_paying_twice(framework, tmp_path, single_thread):
+    """DFME's own `ledger_dir`: a run stopped by Ctrl-C inside the victim, rerun with resume=True and the same seeds,
+    is served every answer already paid for; the victim never answers more than max_queries in total."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.models import build_generator, build_model, input_shape_of, make_classifier, make_generator
+
+    shape = input_shape_of("digits_cnn", framework)
+    model, calls, interrupt_at = LinearVictim(shape), [], [5]
+
+    def predict(x):
+        calls.append(len(x))
+        if len(calls) == interrupt_at[0]:
+            raise KeyboardInterrupt  # Ctrl-C while a batch is with the victim
+        return model(x)
+
+    victim = BlackBoxClassifier(predict, shape, 10, clip_values=(0.0, 1.0))
+    max_queries = 16 * 4 * 4
+
+    def attack(resume):
+        dfme = DataFreeModelExtraction(
+            victim,
+            make_generator(build_generator("generator_8x8", framework, seed=2)),
+            max_queries=max_queries,
+            batch_size=16,
+            n_student_steps=2,
+            random_state=0,
+            verbose=False,
+            resume=resume,
+            ledger_dir=str(tmp_path / "ledger"),
+        )
+        student = make_classifier(build_model("digits_cnn", framework, seed=1), input_shape=shape)
+        dfme.extract(thieved_classifier=student)
+        return dfme
+
+    first = attack(resume=False)
+    assert first.interrupted
+    answered_first = sum(calls) - 16  # the interrupted batch was sent, never answered
+    interrupt_at[0] = None
+    calls.clear()
+    second = attack(resume=True)
+    assert not second.interrupted
+    # the lost batch counts as spent: the victim answers at most max_queries - 16 - answered_first more
+    assert answered_first + sum(calls) <= max_queries - 16
+    assert second.queries_used <= max_queries - 16
+    with pytest.raises(ValueError, match="ledger_dir"):
+        DataFreeModelExtraction(victim, make_generator(build_generator("generator_8x8", framework)), ledger_dir=3)

@@ -68,6 +68,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         "resume",
         "verbose",
         "random_state",
+        "ledger_dir",
     ]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
@@ -100,6 +101,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         resume: bool = False,
         verbose: bool = True,
         random_state: int | np.random.Generator | None = None,
+        ledger_dir: str | None = None,
     ) -> None:
         """
         :param classifier: The victim: any ART classifier. Only ``classifier.predict`` is called.
@@ -146,6 +148,12 @@ class DataFreeModelExtraction(ExtractionAttack):
         :param resume: Continue from the checkpoint in `checkpoint_dir` when there is one (optimizer moments restart).
         :param verbose: Show a progress bar counting queries.
         :param random_state: Seed or numpy ``Generator`` of every random draw (noise, directions).
+        :param ledger_dir: Folder of a write-ahead query ledger
+                           (:class:`~art_ext.estimators.classification.LedgerClassifier`): every batch is recorded as
+                           sent (fsynced) before it reaches the victim and as answered with its answers. With
+                           ``resume=True`` a rerun with the same seeds is served the answers already paid for, and
+                           batches sent but never answered (a crash, kill -9) count as spent, so the victim never
+                           answers more than `max_queries` in total. Keep `batch_size` when resuming.
         """
         super().__init__(estimator=classifier)
         self.generator = generator
@@ -173,6 +181,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         self.checkpoint_every = checkpoint_every
         self.resume = resume
         self.verbose = verbose
+        self.ledger_dir = ledger_dir
         self.random_state = random_state
         self._check_params()
         self._queries_used = 0
@@ -312,6 +321,8 @@ class DataFreeModelExtraction(ExtractionAttack):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         if self.checkpoint_dir is not None and (not isinstance(self.checkpoint_dir, (str, os.PathLike))):
             raise ValueError(f"`checkpoint_dir` must be a folder path, got {self.checkpoint_dir!r}.")
+        if self.ledger_dir is not None and (not isinstance(self.ledger_dir, (str, os.PathLike))):
+            raise ValueError(f"`ledger_dir` must be a folder path, got {self.ledger_dir!r}.")
         try:
             milestones = tuple(float(m) for m in (self.lr_milestones or ()))
         except (TypeError, ValueError):
@@ -324,8 +335,8 @@ class DataFreeModelExtraction(ExtractionAttack):
             check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
             if not self.checkpoint_dir:
                 raise ValueError("`checkpoint_every` needs `checkpoint_dir`.")
-        if self.resume and not self.checkpoint_dir:
-            raise ValueError("`resume=True` needs `checkpoint_dir`.")
+        if self.resume and not (self.checkpoint_dir or self.ledger_dir):
+            raise ValueError("`resume=True` needs `checkpoint_dir` or `ledger_dir`.")
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer, np.random.Generator)):
             raise ValueError(f"`random_state` must be None, an int or a numpy Generator, got {self.random_state!r}.")
         if self.queries_per_round > self.max_queries:

@@ -59,13 +59,21 @@ class DFMERun:
         if x_val is not None and tuple(x_val.shape[1:]) != self.sample_shape:
             raise ValueError(f"`x_val` must have shape (nb_samples, *{self.sample_shape}), got {x_val.shape}.")
         self.dim = int(np.prod(self.sample_shape))
+        victim, budget, self.ledger = attack.estimator, attack.max_queries, None
+        if attack.ledger_dir is not None:
+            from art_ext.estimators.classification.ledger import LedgerClassifier
+
+            victim = self.ledger = LedgerClassifier(
+                victim, attack.ledger_dir, attack.max_queries, resume=attack.resume, batch_size=attack.batch_size
+            )
+            budget = attack.max_queries - self.ledger.queries_unanswered  # lost with a crash: spent all the same
         self.oracle = VictimOracle(
-            attack.estimator,
+            victim,
             ops,
             self.sample_shape,
             getattr(self.generator, "channels_first", None),
             self.nb_classes,
-            attack.max_queries,
+            budget,
             queries_before,
             attack.batch_size,
             attack.victim_output,
@@ -295,7 +303,7 @@ class DFMERun:
         ops, p = self.ops, self.p
         if p.checkpoint_dir:
             dfme_checkpoint.check_writable(p.checkpoint_dir)
-        resumed = p.resume and self.load_checkpoint()
+        resumed = p.resume and bool(p.checkpoint_dir) and self.load_checkpoint()
         self.last_good = ops.get_weights(self.student)
         pbar = tqdm(
             total=p.max_queries,
@@ -324,6 +332,8 @@ class DFMERun:
         finally:
             pbar.close()
             self._finish(failed)
+            if self.ledger is not None:
+                self.ledger.close()
         return self.student
 
     def _finish(self, failed: bool) -> None:
