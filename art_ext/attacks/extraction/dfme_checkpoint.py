@@ -6,12 +6,15 @@ is written atomically and validated completely when read back.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "dfme_checkpoint.npz"
 FORMAT_VERSION = 2
@@ -142,3 +145,60 @@ def load(
     if best:
         _check_shapes(path, "best-student", best, student_like)
     return {"student": student, "generator": generator, "best": best or None, "meta": meta}
+
+
+def run_meta(run: Any) -> dict:
+    """What a checkpoint records of a run besides its weights."""
+    return {
+        "queries_used": run.oracle.queries_used,
+        "rounds": run.rounds,
+        "history": run.history,
+        "rng": run.rng.bit_generator.state,
+        "detected_output": run.oracle.detected_output,
+        "best_acc": run.best_acc,
+        "class_counts": [int(c) for c in run.oracle.class_counts],
+    }
+
+
+def save_run(run: Any) -> None:
+    """Checkpoint a DFME run (its student, generator, best weights and :func:`run_meta`) into its `checkpoint_dir`."""
+    ops = run.ops
+    path = save(
+        run.p.checkpoint_dir,
+        ops.get_weights(run.student),
+        ops.get_weights(run.gen_model),
+        run.best_weights,
+        run_meta(run),
+    )
+    logger.info("DFME checkpoint after %d queries written to %s", run.oracle.queries_used, path)
+
+
+def restore_run(run: Any) -> bool:
+    """Restore a DFME run from the checkpoint in its `checkpoint_dir`; ``False`` when there is none."""
+    ops = run.ops
+    state = load(
+        run.p.checkpoint_dir,
+        run.p.max_queries,
+        ops.get_weights(run.student),
+        ops.get_weights(run.gen_model),
+        run.nb_classes,
+    )
+    if state is None:
+        logger.info("DFME: no checkpoint in %s, starting afresh.", run.p.checkpoint_dir)
+        return False
+    meta = state["meta"]
+    try:
+        run.rng.bit_generator.state = meta["rng"]
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(checkpoint_path(run.p.checkpoint_dir), "rng") from err
+    ops.set_weights(run.student, state["student"])
+    ops.set_weights(run.gen_model, state["generator"])
+    run.oracle.queries_used = int(meta["queries_used"])
+    run.oracle.detected_output = meta["detected_output"]
+    run.oracle.class_counts[:] = meta["class_counts"]
+    run.rounds = int(meta["rounds"])
+    run.history = list(meta["history"])
+    run.best_acc = float(meta["best_acc"])
+    run.best_weights = state["best"]
+    logger.info("DFME resumed from %s at %d queries.", run.p.checkpoint_dir, run.oracle.queries_used)
+    return True

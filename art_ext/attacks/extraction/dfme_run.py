@@ -245,58 +245,11 @@ class DFMERun:
             self.best_acc = acc
             self.best_weights = self.ops.get_weights(self.student)
 
-    def meta(self) -> dict:
-        return {
-            "queries_used": self.oracle.queries_used,
-            "rounds": self.rounds,
-            "history": self.history,
-            "rng": self.rng.bit_generator.state,
-            "detected_output": self.oracle.detected_output,
-            "best_acc": self.best_acc,
-            "class_counts": [int(c) for c in self.oracle.class_counts],
-        }
-
     def save_checkpoint(self) -> None:
-        ops = self.ops
-        path = dfme_checkpoint.save(
-            self.p.checkpoint_dir,
-            ops.get_weights(self.student),
-            ops.get_weights(self.gen_model),
-            self.best_weights,
-            self.meta(),
-        )
-        logger.info("DFME checkpoint after %d queries written to %s", self.oracle.queries_used, path)
+        dfme_checkpoint.save_run(self)
 
     def load_checkpoint(self) -> bool:
-        ops = self.ops
-        state = dfme_checkpoint.load(
-            self.p.checkpoint_dir,
-            self.p.max_queries,
-            ops.get_weights(self.student),
-            ops.get_weights(self.gen_model),
-            self.nb_classes,
-        )
-        if state is None:
-            logger.info("DFME: no checkpoint in %s, starting afresh.", self.p.checkpoint_dir)
-            return False
-        meta = state["meta"]
-        try:
-            self.rng.bit_generator.state = meta["rng"]
-        except (TypeError, ValueError, KeyError) as err:
-            raise dfme_checkpoint.CheckpointError(
-                dfme_checkpoint.checkpoint_path(self.p.checkpoint_dir), "rng"
-            ) from err
-        ops.set_weights(self.student, state["student"])
-        ops.set_weights(self.gen_model, state["generator"])
-        self.oracle.queries_used = int(meta["queries_used"])
-        self.oracle.detected_output = meta["detected_output"]
-        self.oracle.class_counts[:] = meta["class_counts"]
-        self.rounds = int(meta["rounds"])
-        self.history = list(meta["history"])
-        self.best_acc = float(meta["best_acc"])
-        self.best_weights = state["best"]
-        logger.info("DFME resumed from %s at %d queries.", self.p.checkpoint_dir, self.oracle.queries_used)
-        return True
+        return dfme_checkpoint.restore_run(self)
 
     # ------------------------------------------------------------------ main loop
     def run(self):
