@@ -218,15 +218,12 @@ def test_sigkill_mid_request_then_resume_never_pays_twice(server, tmp_path):
     np.testing.assert_allclose(report["total"], _expected_total(steps), rtol=0, atol=0)  # same run as uninterrupted
 
 
-def test_dfme_wrapped_from_outside_resumes_without_paying_twice(framework, tmp_path, single_thread):
-    """DFME's public API is enough: wrap the victim in a LedgerClassifier and hand it to DFME as its classifier."""
+def _interrupted_victim(shape, at_call):
+    """A black-box victim that records the size of every call and raises Ctrl-C inside call number `at_call`
+    (``interrupt_at[0]``; set it to None to stop interrupting)."""
     from art.estimators.classification import BlackBoxClassifier
 
-    from art_ext.attacks.extraction import DataFreeModelExtraction
-    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
-
-    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
-    model, calls, interrupt_at = LinearVictim(shape), [], [5]
+    model, calls, interrupt_at = LinearVictim(shape), [], [at_call]
 
     def predict(x):
         calls.append(len(x))
@@ -234,7 +231,17 @@ def test_dfme_wrapped_from_outside_resumes_without_paying_twice(framework, tmp_p
             raise KeyboardInterrupt  # Ctrl-C while a batch is with the victim
         return model(x)
 
-    victim = BlackBoxClassifier(predict, shape, 10, clip_values=(0.0, 1.0))
+    return BlackBoxClassifier(predict, shape, 10, clip_values=(0.0, 1.0)), calls, interrupt_at
+
+
+def test_dfme_wrapped_from_outside_resumes_without_paying_twice(framework, tmp_path, single_thread):
+    """DFME's public API is enough: wrap the victim in a LedgerClassifier and hand it to DFME as its classifier."""
+
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
+
+    shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
+    victim, calls, interrupt_at = _interrupted_victim(shape, at_call=5)
 
     def attack(ledger, max_queries):
         dfme = DataFreeModelExtraction(
@@ -272,21 +279,12 @@ def test_dfme_wrapped_from_outside_resumes_without_paying_twice(framework, tmp_p
 def test_dfme_ledger_dir_resumes_without_paying_twice(framework, tmp_path, single_thread):
     """DFME's own `ledger_dir`: a run stopped by Ctrl-C inside the victim, rerun with resume=True and the same seeds,
     is served every answer already paid for; the victim never answers more than max_queries in total."""
-    from art.estimators.classification import BlackBoxClassifier
 
     from art_ext.attacks.extraction import DataFreeModelExtraction
     from art_ext.models import build_generator, build_model, input_shape_of, make_classifier, make_generator
 
     shape = input_shape_of("digits_cnn", framework)
-    model, calls, interrupt_at = LinearVictim(shape), [], [5]
-
-    def predict(x):
-        calls.append(len(x))
-        if len(calls) == interrupt_at[0]:
-            raise KeyboardInterrupt  # Ctrl-C while a batch is with the victim
-        return model(x)
-
-    victim = BlackBoxClassifier(predict, shape, 10, clip_values=(0.0, 1.0))
+    victim, calls, interrupt_at = _interrupted_victim(shape, at_call=5)
     max_queries = 16 * 4 * 4
 
     def attack(resume):
