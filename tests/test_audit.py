@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -206,7 +207,9 @@ def test_bad_model_and_options(saved_model, digits_npz, tmp_path, capsys):
     out = tmp_path / "out"
     _bad([str(tmp_path / "missing.pt"), "--data", digits_npz], capsys, out, "MODEL")
     (tmp_path / "garbage.pt").write_text("not a model")
-    _bad([str(tmp_path / "garbage.pt"), "--data", digits_npz], capsys, out, "not a TorchScript file")
+    torch_installed = importlib.util.find_spec("torch") is not None
+    expected = "not a TorchScript file" if torch_installed else "needs PyTorch: install it"
+    _bad([str(tmp_path / "garbage.pt"), "--data", digits_npz], capsys, out, expected)
     _bad(["nosuchpackage.module:factory", "--data", digits_npz], capsys, out, "cannot import")
     _bad([saved_model, "--data", digits_npz, "--clip-values", "1,0"], capsys, out, "--clip-values")
     _bad([saved_model, "--data", digits_npz, "--sections", "clean,nope"], capsys, out, "--sections")

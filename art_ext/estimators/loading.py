@@ -104,9 +104,20 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _load_torchscript(path: str) -> Any:
-    import torch
+def _framework_module(name: str, path: str, what: str) -> Any:
+    """Import torch or keras for a model file, or refuse in one line saying which framework to install."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        extra = "torch" if name == "torch" else "tensorflow-cpu"
+        raise ModelLoadError(
+            f"MODEL {path!r} is {what}, which needs {'PyTorch' if name == 'torch' else 'TensorFlow'}: install it "
+            f"(pip install -e '.[{extra}]')."
+        ) from None
 
+
+def _load_torchscript(path: str) -> Any:
+    torch = _framework_module("torch", path, "a TorchScript file")
     try:
         return torch.jit.load(path, map_location="cpu")
     except Exception as error:  # noqa: BLE001 (any failure of the loader is reported as one line)
@@ -169,7 +180,7 @@ def _load_factory(spec: str, weights: str | None) -> tuple[Any, str]:
 
 
 def _load_keras(path: str) -> Any:
-    import keras
+    keras = _framework_module("keras", path, "a .keras file")
 
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -178,7 +189,7 @@ def _load_keras(path: str) -> Any:
 
 
 def _load_savedmodel(path: str, input_shape: tuple[int, ...]) -> Any:
-    import keras
+    keras = _framework_module("keras", path, "a TensorFlow SavedModel")
 
     errors = []
     for endpoint in ("serving_default", "serve"):
