@@ -126,6 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.fail_next -= int(fail)
             drop = not fail and srv.drop_next > 0
             srv.drop_next -= int(drop)
+        counted_out = False
         try:
             if srv.on_request is not None:
                 srv.on_request(received)
@@ -147,6 +148,10 @@ class _Handler(BaseHTTPRequestHandler):
             with srv.lock:
                 srv.answered += len(x)
                 srv.answered_digests.append(digest(x))
+                # out of flight once answered: the client may send its next request as soon as the answer lands,
+                # before this thread would reach `finally`
+                srv.in_flight -= 1
+                counted_out = True
             if drop:
                 self.close_connection = True  # computed and counted, but the answer never leaves
                 return
@@ -159,5 +164,6 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout) or was killed
         finally:
-            with srv.lock:
-                srv.in_flight -= 1
+            if not counted_out:
+                with srv.lock:
+                    srv.in_flight -= 1
