@@ -225,20 +225,32 @@ def test_one_process_run_is_untouched(framework, digits_cnn_classifier_probabili
 
 
 def test_distributed_run_it_cannot_split_is_refused_before_any_query(framework, digits_cnn_classifier, monkeypatch):
-    """A distributed run DFME cannot split (here: two TensorFlow workers) is refused before the victim is asked."""
+    """
+    A run DFME cannot split is refused before the victim is asked: TensorFlow inside a tf.distribute strategy scope;
+    a PyTorch student among several processes that are not torch.distributed ranks (here: two TensorFlow workers).
+    """
+    import contextlib
+
     from art_ext.attacks.extraction import DataFreeModelExtraction, dfme_distributed
     from art_ext.backend.distributed import DistributedContext
     from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
 
     counter = _CountingVictim(digits_cnn_classifier)
     counter.classifier._channels_first = framework == "pytorch"
-    monkeypatch.setattr(dfme_distributed, "get_context", lambda: DistributedContext("tensorflow", 0, 2))
     shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
-    student = make_classifier(build_model("digits_cnn", framework, seed=1), input_shape=shape)
-    generator = make_generator(build_generator("generator_8x8", framework, seed=2))
-    attack = DataFreeModelExtraction(counter.classifier, generator, max_queries=1_000, batch_size=32, verbose=False)
-    with pytest.raises(ValueError, match="one process"):
-        attack.extract(thieved_classifier=student)
+    scope = contextlib.nullcontext()
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        scope = tf.distribute.MirroredStrategy(["/cpu:0"]).scope()
+    else:
+        monkeypatch.setattr(dfme_distributed, "get_context", lambda: DistributedContext("tensorflow", 0, 2))
+    with scope:
+        student = make_classifier(build_model("digits_cnn", framework, seed=1), input_shape=shape)
+        generator = make_generator(build_generator("generator_8x8", framework, seed=2))
+        attack = DataFreeModelExtraction(counter.classifier, generator, max_queries=1_000, batch_size=32, verbose=False)
+        with pytest.raises(ValueError, match="strategy scope" if framework == "tensorflow" else "one process"):
+            attack.extract(thieved_classifier=student)
     assert counter.rows == 0 and attack.queries_used == 0
 
 

@@ -23,7 +23,8 @@ Outside the student steps rank 0 runs the student's module *inside* the ``Distri
 generator step, validation), so nothing there waits for the other ranks: for the length of the run the ART
 classifier holds the inner module, and the wrapper only during the student steps.
 
-On one process (``torch.distributed`` not initialised, or one rank) nothing here is used.
+On one process (``torch.distributed`` not initialised, or one rank) nothing here is used. TensorFlow's
+``tf.distribute`` is not supported yet: a TensorFlow student inside a strategy scope is refused before any query.
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ def attach(run: Any) -> DistributedStudent | None:
     is unaffected). Called when the run is built, before anything is queried.
 
     :param run: The :class:`~art_ext.attacks.extraction.dfme_run.DFMERun`.
-    :raises ValueError: For a distributed run DFME cannot split (TensorFlow workers, a framework other than the
-                        student's, a PyTorch student whose wrapper is not the model of its ART classifier).
+    :raises ValueError: For a run DFME cannot split: a TensorFlow student inside a ``tf.distribute`` strategy scope,
+                        ``torch.distributed`` with a TensorFlow student, a PyTorch student whose
+                        ``DistributedDataParallel`` wrapper is not the model of its ART classifier.
     """
     context = get_context()
+    if context.framework == "tensorflow" and run.ops.name == "tensorflow":
+        raise ValueError(
+            "DFME does not run inside a tf.distribute strategy scope yet: create the TensorFlow student and "
+            "generator and call `extract` outside the scope, on one process."
+        )
     if not context.is_distributed:
         return None
     if context.framework != "pytorch" or run.ops.name != "pytorch":
