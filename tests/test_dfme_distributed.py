@@ -61,14 +61,15 @@ def _victim(path: str, fail_at: int | None = None):
 SCENARIOS = {
     # the DDP-wrapped student (a bare one on one process), data-free
     "ddp": {"budget": BUDGET},
-    # a bare student (the ranks average its gradients themselves), hybrid mode: the warm start's steps are shared too
-    "bare_hybrid": {"budget": 6_000, "bare": True, "hybrid": 300, "warm_start_epochs": 2},
+    # a bare student (the ranks average its gradients themselves), hybrid mode (the warm start's steps are shared
+    # too), a query ledger and checkpoints (written by rank 0 alone)
+    "bare_hybrid": {"budget": 6_000, "bare": True, "hybrid": 300, "warm_start_epochs": 2, "files": True},
     # the victim fails at its 6th call on rank 0: every rank raises, none hangs
     "failure": {"budget": 6_000, "fail_at": 6},
 }
 
 
-def _extract(victim_path: str, scenario: str, world: int, out: str | None = None) -> dict:
+def _extract(victim_path: str, scenario: str, world: int, folder: str, rank: int = 0) -> dict:
     """One DFME extraction on this process (one rank of a run, or the whole run); what the test compares."""
     import torch
 
@@ -85,6 +86,13 @@ def _extract(victim_path: str, scenario: str, world: int, out: str | None = None
         module = torch.nn.parallel.DistributedDataParallel(module)
     student = make_classifier(module, input_shape=ARCHITECTURES["digits_cnn"][0])
     generator = make_generator(build_generator("generator_8x8", "pytorch", seed=2))
+    files = {}
+    if config.get("files"):  # one folder per rank, so that the test sees which rank wrote
+        files = {
+            f"{kind}_dir": os.path.join(folder, f"{scenario}_{kind}_{world}_{rank}")
+            for kind in ("ledger", "checkpoint")
+        }
+        files["checkpoint_every"] = 2
     attack = DataFreeModelExtraction(
         counter.classifier,
         generator,
@@ -93,6 +101,7 @@ def _extract(victim_path: str, scenario: str, world: int, out: str | None = None
         warm_start_epochs=config.get("warm_start_epochs", 10),
         random_state=0,
         verbose=False,
+        **files,
     )
     x = x_train[-config["hybrid"] :] if config.get("hybrid") else None
     start, error = time.perf_counter(), None
@@ -101,10 +110,9 @@ def _extract(victim_path: str, scenario: str, world: int, out: str | None = None
     except Exception as err:  # noqa: BLE001 - compared between the ranks
         error = f"{type(err).__name__}: {err}"
     elapsed = time.perf_counter() - start
-    weights = get_backend("pytorch").get_weights(student)
-    if out is not None:
-        np.savez(out, *weights)
+    np.savez(os.path.join(folder, f"{scenario}_{world}_{rank}.npz"), *get_backend("pytorch").get_weights(student))
     return {
+        "files": sorted(os.path.basename(f) for f in files.values() if isinstance(f, str) and os.path.exists(f)),
         "answered": counter.rows,
         "queries_used": attack.queries_used,
         "history": attack.history,
@@ -123,10 +131,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, victim_path: str, sc
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     init_torch_distributed("gloo")
-    result = {
-        name: _extract(victim_path, name, world, out=os.path.join(out_dir, f"{name}_rank{rank}.npz"))
-        for name in scenarios
-    }
+    result = {name: _extract(victim_path, name, world, out_dir, rank) for name in scenarios}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
     if world > 1:
@@ -151,10 +156,14 @@ def _run(world: int, out_dir: str, victim_path: str, scenarios: tuple, timeout: 
         with open(os.path.join(out_dir, f"rank{rank}.json")) as f:
             result = json.load(f)
         for name in scenarios:
-            with np.load(os.path.join(out_dir, f"{name}_rank{rank}.npz")) as data:
-                result[name]["weights"] = [data[f"arr_{i}"] for i in range(len(data.files))]
+            result[name]["weights"] = _weights(out_dir, name, world, rank)
         results.append(result)
     return results
+
+
+def _weights(folder: str, scenario: str, world: int, rank: int = 0) -> list[np.ndarray]:
+    with np.load(os.path.join(folder, f"{scenario}_{world}_{rank}.npz")) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
 def _save_victim(classifier, folder) -> str:
@@ -181,7 +190,7 @@ def test_two_gloo_processes_match_one(tmp_path, digits_cnn_classifier):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        singles = {name: _extract(victim_path, name, world=1) for name in ("ddp", "bare_hybrid")}
+        singles = {name: _extract(victim_path, name, 1, str(tmp_path)) for name in ("ddp", "bare_hybrid")}
     finally:
         torch.set_num_threads(threads)
     for name, single in singles.items():
@@ -196,6 +205,9 @@ def test_two_gloo_processes_match_one(tmp_path, digits_cnn_classifier):
         assert r0["history"] == r1["history"], name
         assert [h["queries"] for h in r0["history"]] == [h["queries"] for h in single["history"]], name
     assert ranks[0]["bare_hybrid"]["history"][0]["warm_start"]
+    # The ledger and the checkpoints are rank 0's: the other rank created neither folder.
+    assert ranks[0]["bare_hybrid"]["files"] == ["bare_hybrid_checkpoint_2_0", "bare_hybrid_ledger_2_0"]
+    assert ranks[1]["bare_hybrid"]["files"] == []
     # The same global batches: the one-process student, up to floating-point noise.
     r0, single = ranks[0]["ddp"], singles["ddp"]
     assert single["accuracy"] >= 0.6, single["accuracy"]

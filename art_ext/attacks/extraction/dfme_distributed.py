@@ -124,8 +124,13 @@ class DistributedStudent:
             status, message = "failed", f"{type(err).__name__}: {err}"
             raise
         finally:
-            broadcast(np.array([_STOP, 0.0, 0.0, float(_STATUS.index(status))]), context=self.context)
-            self._share_final_state(status, message)
+            try:
+                broadcast(np.array([_STOP, 0.0, 0.0, float(_STATUS.index(status))]), context=self.context)
+                self._share_final_state(status, message)
+            except Exception as err:  # e.g. Ctrl-C under torchrun stopped the other ranks too
+                if status == "ok" and not self.run_state.interrupted:
+                    raise
+                logger.warning("DFME: the other ranks could not be given rank 0's final student (%s).", err)
 
     def _follow(self) -> Any:
         while True:
