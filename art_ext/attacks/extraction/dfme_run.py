@@ -59,6 +59,7 @@ class DFMERun:
         if x_val is not None and tuple(x_val.shape[1:]) != self.sample_shape:
             raise ValueError(f"`x_val` must have shape (nb_samples, *{self.sample_shape}), got {x_val.shape}.")
         self.dim = int(np.prod(self.sample_shape))
+        self.distributed = dfme_distributed.attach(self)  # None on one process; refuses what it cannot split
         victim, budget, self.ledger = attack.estimator, attack.max_queries, None
         if attack.ledger_dir is not None and dfme_distributed.is_main():  # rank 0 alone queries
             from art_ext.estimators.classification.ledger import LedgerClassifier
@@ -95,7 +96,6 @@ class DFMERun:
         )
         self.eval_every = attack.eval_every or max(1, attack.max_queries // attack.queries_per_round // 25)
         self.surrogate = None  # (x, victim logits) of hybrid mode, kept in play in every student step
-        self.distributed = dfme_distributed.attach(self)  # None on one process
 
     # ------------------------------------------------------------------ set-up
     def _generated_shape(self) -> tuple[int, ...]:
