@@ -66,6 +66,8 @@ SCENARIOS = {
     "bare_hybrid": {"budget": 6_000, "bare": True, "hybrid": 300, "warm_start_epochs": 2, "files": True},
     # the victim fails at its 6th call on rank 0: every rank raises, none hangs
     "failure": {"budget": 6_000, "fail_at": 6},
+    # rank 1 is given another batch size: refused on both ranks before any query
+    "mismatch": {"budget": 6_000, "rank1_batch": 64},
 }
 
 
@@ -97,7 +99,7 @@ def _extract(victim_path: str, scenario: str, world: int, folder: str, rank: int
         counter.classifier,
         generator,
         max_queries=config["budget"],
-        batch_size=BATCH,
+        batch_size=config.get("rank1_batch", BATCH) if rank == 1 else BATCH,
         warm_start_epochs=config.get("warm_start_epochs", 10),
         random_state=0,
         verbose=False,
@@ -218,6 +220,10 @@ def test_two_gloo_processes_match_one(tmp_path, digits_cnn_classifier):
     assert f1["error"].startswith("RuntimeError: DFME stopped on rank 0: ConnectionError"), f1["error"]
     assert f1["answered"] == 0 and f0["queries_used"] == f1["queries_used"] > f0["answered"] > 0
     _same_weights(f0, f1)
+    for rank in ranks:
+        mismatch = rank["mismatch"]
+        assert mismatch["error"].startswith("ValueError: The ranks were given different"), mismatch["error"]
+        assert mismatch["answered"] == mismatch["queries_used"] == 0
 
 
 def test_one_process_run_is_untouched(framework, digits_cnn_classifier_probabilities):

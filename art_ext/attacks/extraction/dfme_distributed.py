@@ -2,11 +2,11 @@
 DFME's student trained data-parallel on several processes (``torchrun --nproc_per_node N``), the victim queried by
 one of them.
 
-Every rank calls :meth:`~art_ext.attacks.extraction.DataFreeModelExtraction.extract` with the same arguments. Rank 0
-runs the attack as on one process: it owns the generator, the random draws, **all** the victim queries (the budget
-stays exact and global: the victim answers what one process would have been allowed, never ``N`` times it), the
-progress bar, the logs, the checkpoints and the query ledger. The other ranks (the followers) only take part in the
-student steps:
+Every rank calls :meth:`~art_ext.attacks.extraction.DataFreeModelExtraction.extract` with the same arguments
+(checked before any query). Rank 0 runs the attack as on one process: it owns the generator, the random draws,
+**all** the victim queries (the budget stays exact and global: the victim answers what one process would have been
+allowed, never ``N`` times it), the progress bar, the logs, the checkpoints and the query ledger. The other ranks (the
+followers) only take part in the student steps:
 
 - for every student step rank 0 broadcasts a header (step or stop, batch size, the student's learning rate) and the
   global batch (generated or surrogate inputs with the victim's logits); every rank computes the student's loss on
@@ -106,6 +106,7 @@ class DistributedStudent:
     # ------------------------------------------------------------------ entry point
     def run(self) -> Any:
         """Run the extraction on this rank; return the (identical on every rank) student."""
+        self._check_same_arguments()
         with self._module(self.inner):
             if self.context.is_main:
                 return self._drive()
@@ -209,6 +210,18 @@ class DistributedStudent:
         return ops.asarray(np.float32(total))
 
     # ------------------------------------------------------------------ shared state
+    def _check_same_arguments(self) -> None:
+        """Refuse, on every rank and before any query, ranks given different batches, budgets or students."""
+        p, ops = self.run_state.p, self.ops
+        sizes = [int(np.prod(w.shape)) for w in ops.get_weights(self.run_state.student)]
+        mine = np.array([self.width, p.batch_size, p.max_queries, len(sizes), sum(sizes)], np.int64)
+        if np.array_equal(all_reduce(mine, "max", self.context), all_reduce(mine, "min", self.context)):
+            return
+        raise ValueError(
+            "The ranks were given different DFME arguments (sample shape, classes, `batch_size`, `max_queries` or "
+            "student): call `extract` with the same attack and student on every rank."
+        )
+
     @contextlib.contextmanager
     def _module(self, module: Any) -> Iterator[None]:
         """The ART classifier holds `module` (the DDP wrapper or the module inside it) for the block."""
