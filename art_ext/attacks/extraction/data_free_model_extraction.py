@@ -281,7 +281,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         run = DFMERun(self, student, framework, self._queries_used, x, x_val, y_val)
         self._run = run
         try:
-            return run.run()
+            return run.run() if run.distributed is None else run.distributed.run()
         finally:
             self._queries_used = run.oracle.queries_used
             self._detected_output = run.oracle.detected_output

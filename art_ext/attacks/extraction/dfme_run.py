@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_ext.attacks.extraction import dfme_checkpoint
+from art_ext.attacks.extraction import dfme_checkpoint, dfme_distributed
 from art_ext.attacks.extraction.generator_inputs import InputMap
 from art_ext.attacks.extraction.victim_oracle import VictimOracle
 from art_ext.backend import get_backend
@@ -59,8 +59,9 @@ class DFMERun:
         if x_val is not None and tuple(x_val.shape[1:]) != self.sample_shape:
             raise ValueError(f"`x_val` must have shape (nb_samples, *{self.sample_shape}), got {x_val.shape}.")
         self.dim = int(np.prod(self.sample_shape))
+        self.distributed = dfme_distributed.attach(self)  # None on one process; refuses what it cannot split
         victim, budget, self.ledger = attack.estimator, attack.max_queries, None
-        if attack.ledger_dir is not None:
+        if attack.ledger_dir is not None and dfme_distributed.is_main():  # rank 0 alone queries
             from art_ext.estimators.classification.ledger import LedgerClassifier
 
             victim = self.ledger = LedgerClassifier(
@@ -204,8 +205,10 @@ class DFMERun:
             # Hybrid mode: the surrogate data stays in every step, so data-free rounds refine the warm start.
             idx = self.rng.integers(0, len(self.surrogate[0]), size=self.p.batch_size)
             xs, vs = ops.asarray(self.surrogate[0][idx]), ops.asarray(self.surrogate[1][idx])
-            x_both, v_both = ops.concat([x, xs], axis=0), ops.concat([v, vs], axis=0)
-            loss = lambda: self.disagreement(self.student_logits(x_both, training=True), v_both)  # noqa: E731
+            x, v = ops.concat([x, xs], axis=0), ops.concat([v, vs], axis=0)
+            loss = lambda: self.disagreement(self.student_logits(x, training=True), v)  # noqa: E731
+        if self.distributed is not None:  # data-parallel over the ranks (dfme_distributed)
+            return self.distributed.train_student_on(x, v)
         return self._train_student(loss)
 
     def _train_student(self, loss_fn):
@@ -324,6 +327,8 @@ class DFMERun:
 
     def _train_student_on(self, x, v):
         ops = self.ops
+        if self.distributed is not None:
+            return self.distributed.train_student_on(x, v)
         xt, vt = ops.asarray(x), ops.asarray(v)
         return self._train_student(lambda: self.disagreement(self.student_logits(xt, training=True), vt))
 
