@@ -110,22 +110,24 @@ def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs) -> dict
 
 
 def run_reference(data_dir, budget, seed, every, victim_epochs) -> dict:
-    """The paper's loop (Truong et al. 2021, Alg. 1) in plain PyTorch: l1 on mean-corrected log-probabilities,
-    forward differences of the whole loss (m=1, eps=1e-3), 1 generator + 5 student steps, SGD 0.1 / Adam 5e-4."""
+    """The paper's loop (Truong et al. 2021, Alg. 1) in plain PyTorch with the paper's generator shape (a projection,
+    two upsampling convolution blocks, a final affine-free batch normalisation, tanh): l1 on mean-corrected
+    log-probabilities, forward differences of the whole loss (m=1, eps=1e-3), 1 generator + 5 student steps,
+    SGD 0.1 / Adam 5e-4."""
     import torch
 
     from art_ext.cli.dfme import load_dataset, train_victim
-    from art_ext.models import build_generator, build_model
+    from art_ext.models import build_model
+    from art_ext.models.pytorch import dfme_generator
     from art_ext.utils import set_seed
 
     set_seed(seed, "pytorch")
     data = load_dataset("mnist", "pytorch", data_dir)
     (_, _), (x_test, y_test), _, _ = data
     victim = train_victim("pytorch", "mnist", data, victim_epochs, seed=seed, probabilities=True)
-    net, gen = (
-        build_model("lenet5", "pytorch", seed=seed + 1),
-        build_generator("generator_28x28", "pytorch", seed=seed + 2),
-    )
+    net = build_model("lenet5", "pytorch", seed=seed + 1)  # the same student as art_ext's
+    set_seed(seed + 2, "pytorch")
+    gen = dfme_generator(img_size=28, channels=1, ngf=64)  # the paper's generator: final affine-free BN, then tanh
     opt_s = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     opt_g = torch.optim.Adam(gen.parameters(), lr=5e-4)
     x_test_t = torch.as_tensor(x_test)

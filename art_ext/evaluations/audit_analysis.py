@@ -235,10 +235,11 @@ def _attack(ctx, victim, budget: int, seed: int, batch_size: int):
 
         set_seed(seed, ctx.framework)
         if ctx.framework == "pytorch":
-            from art_ext.models.pytorch import dfme_generator
+            from art_ext.models import pytorch as module
         else:
-            from art_ext.models.tensorflow import dfme_generator
-        model = dfme_generator(img_size=h, channels=c, ngf=32)
+            from art_ext.models import tensorflow as module
+        builder = module.multiscale_generator if h >= 16 else module.dfme_generator  # as GENERATORS chooses
+        model = builder(img_size=h, channels=c, ngf=32)
     student = build_student(ctx, seed + 1)
     attack = DataFreeModelExtraction(
         victim,

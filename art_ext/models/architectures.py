@@ -29,11 +29,12 @@ ARCHITECTURES = {
 #: Text architectures over token ids (see :func:`build_text_model`).
 TEXT_ARCHITECTURES = ("text_lstm", "text_cnn")
 
-#: name -> (image side, default width ``ngf``) of the reference DFME generators.
+#: name -> (image side, default width ``ngf``, builder) of the reference DFME generators: the paper's shape for
+#: 8x8 images, the multi-scale generator from 28x28 on (pixel-level noise teaches a student nothing there).
 GENERATORS = {
-    "generator_8x8": (8, 16),
-    "generator_28x28": (28, 64),
-    "generator_32x32": (32, 64),
+    "generator_8x8": (8, 16, "dfme_generator"),
+    "generator_28x28": (28, 64, "multiscale_generator"),
+    "generator_32x32": (32, 64, "multiscale_generator"),
 }
 
 
@@ -149,10 +150,12 @@ def build_generator(
     if name not in GENERATORS:
         raise ValueError(f"Unknown generator {name!r}; choose from {sorted(GENERATORS)}.")
     framework = framework_of(framework)
-    size, default_ngf = GENERATORS[name]
+    size, default_ngf, builder = GENERATORS[name]
     set_seed(seed, framework)
     if framework == "pytorch":
-        from art_ext.models.pytorch import dfme_generator
+        from art_ext.models import pytorch as module
     else:
-        from art_ext.models.tensorflow import dfme_generator
-    return dfme_generator(encoding_length=encoding_length, img_size=size, channels=channels, ngf=ngf or default_ngf)
+        from art_ext.models import tensorflow as module
+    return getattr(module, builder)(
+        encoding_length=encoding_length, img_size=size, channels=channels, ngf=ngf or default_ngf
+    )

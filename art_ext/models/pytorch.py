@@ -32,10 +32,15 @@ def digits_cnn(nb_classes: int = 10) -> Any:
 
 
 def lenet5(nb_classes: int = 10) -> Any:
-    """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, for ``(1, 28, 28)`` inputs."""
+    """
+    LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, for ``(1, 28, 28)`` inputs, initialised like its Keras twin
+    (Glorot-uniform weights, zero biases). PyTorch's default initialisation gives this five-layer net without
+    normalisation near-constant initial logits, on which a data-free student trained with DFME's l1 loss can stay at
+    one class for hundreds of thousands of queries (see ``docs/dfme.rst``).
+    """
     from torch import nn
 
-    return nn.Sequential(
+    net = nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -49,6 +54,11 @@ def lenet5(nb_classes: int = 10) -> Any:
         nn.ReLU(),
         nn.Linear(84, nb_classes),
     )
+    for layer in net:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return net
 
 
 def _frequencies(vocab_size: int, frequencies: Any) -> Any:
@@ -222,3 +232,64 @@ def dfme_generator(encoding_length: int = 100, img_size: int = 32, channels: int
             return self.blocks(out.reshape(out.shape[0], 2 * ngf, init, init))
 
     return DFMEGenerator()
+
+
+def multiscale_generator(
+    encoding_length: int = 100, img_size: int = 28, channels: int = 1, ngf: int = 64, brightness: float = -1.0
+) -> Any:
+    """
+    Multi-scale DFME generator for ``(channels, img_size, img_size)`` images: a projection to a quarter-size map, one
+    convolution block there and one at half size, each with a one-convolution output head; both heads are upsampled
+    bilinearly to full size, summed and normalised by a final *affine* batch normalisation (learnable contrast and
+    brightness, initialised to 2 and `brightness`). Its samples are smooth at several scales and differ in brightness
+    from the first step, which is what makes a victim answer with many classes; pixel-level noise (what generators
+    ending in a per-pixel convolution produce at first) is put in one or two classes by image classifiers, and a
+    student trained on it learns nothing (see ``docs/dfme.rst``). Outputs are unbounded:
+    :class:`art_ext.attacks.extraction.DataFreeModelExtraction` squashes them into the input range with a scaled
+    ``tanh``.
+
+    :param encoding_length: Length of the noise vector ``z``.
+    :param img_size: Image side, a multiple of 4.
+    :param channels: Number of image channels.
+    :param ngf: Width of the quarter-size block (the half-size block has ``ngf // 2``).
+    :param brightness: Initial shift of the output before the squashing (-1: images start darker than mid-range).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    if img_size % 4:
+        raise ValueError(f"`img_size` must be a multiple of 4, got {img_size}.")
+    init, half = img_size // 4, max(ngf // 2, 1)
+
+    class MultiScaleGenerator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.project = nn.Linear(encoding_length, ngf * init * init)
+            self.coarse = nn.Sequential(
+                nn.BatchNorm2d(ngf),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(ngf, ngf, 3, padding=1),
+                nn.BatchNorm2d(ngf),
+                nn.LeakyReLU(0.2),
+            )
+            self.coarse_head = nn.Conv2d(ngf, channels, 3, padding=1)
+            self.fine = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear"),
+                nn.Conv2d(ngf, half, 3, padding=1),
+                nn.BatchNorm2d(half),
+                nn.LeakyReLU(0.2),
+            )
+            self.fine_head = nn.Conv2d(half, channels, 3, padding=1)
+            self.out = nn.BatchNorm2d(channels)
+            nn.init.constant_(self.out.weight, 2.0)
+            nn.init.constant_(self.out.bias, brightness)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            h = self.coarse(self.project(z.reshape(z.shape[0], -1)).reshape(z.shape[0], ngf, init, init))
+            size = (img_size, img_size)
+            coarse = F.interpolate(self.coarse_head(h), size=size, mode="bilinear")
+            fine = F.interpolate(self.fine_head(self.fine(h)), size=size, mode="bilinear")
+            return self.out(coarse + fine)
+
+    return MultiScaleGenerator()

@@ -220,3 +220,41 @@ def dfme_generator(encoding_length: int = 100, img_size: int = 32, channels: int
             layers.BatchNormalization(center=False, scale=False, **bn),
         ]
     )
+
+
+def multiscale_generator(
+    encoding_length: int = 100, img_size: int = 28, channels: int = 1, ngf: int = 64, brightness: float = -1.0
+) -> Any:
+    """
+    Multi-scale DFME generator for channels-last ``(img_size, img_size, channels)`` images, the twin of
+    :func:`art_ext.models.pytorch.multiscale_generator` (bilinear upsampling with half-pixel centres in both).
+
+    :param encoding_length: Length of the noise vector ``z``.
+    :param img_size: Image side, a multiple of 4.
+    :param channels: Number of image channels.
+    :param ngf: Width of the quarter-size block (the half-size block has ``ngf // 2``).
+    :param brightness: Initial shift of the output before the squashing (-1: images start darker than mid-range).
+    """
+    import tensorflow as tf
+
+    if img_size % 4:
+        raise ValueError(f"`img_size` must be a multiple of 4, got {img_size}.")
+    init, half = img_size // 4, max(ngf // 2, 1)
+    layers = tf.keras.layers
+    bn = dict(epsilon=1e-5, momentum=0.9)  # PyTorch's BatchNorm2d defaults
+    z = tf.keras.Input((encoding_length,))
+    h = layers.Reshape((init, init, ngf))(layers.Dense(ngf * init * init)(z))
+    h = layers.LeakyReLU(0.2)(layers.BatchNormalization(**bn)(h))
+    h = layers.LeakyReLU(0.2)(layers.BatchNormalization(**bn)(layers.Conv2D(ngf, 3, padding="same")(h)))
+    coarse = layers.Conv2D(channels, 3, padding="same")(h)
+    f = layers.UpSampling2D(2, interpolation="bilinear")(h)
+    f = layers.LeakyReLU(0.2)(layers.BatchNormalization(**bn)(layers.Conv2D(half, 3, padding="same")(f)))
+    fine = layers.Conv2D(channels, 3, padding="same")(f)
+    resize = dict(height=img_size, width=img_size, interpolation="bilinear")
+    out = layers.Add()([layers.Resizing(**resize)(coarse), layers.Resizing(**resize)(fine)])
+    out = layers.BatchNormalization(
+        gamma_initializer=tf.keras.initializers.Constant(2.0),
+        beta_initializer=tf.keras.initializers.Constant(brightness),
+        **bn,
+    )(out)
+    return tf.keras.Model(z, out)
