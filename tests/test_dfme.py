@@ -248,3 +248,31 @@ def test_scikit_learn_victim_with_flat_inputs(framework, digits):
     student = attack.extract(thieved_classifier=_student(framework))
     assert attack.detected_output == "probabilities" and attack.queries_used <= 4_000
     assert student.predict(x_test[:4]).shape == (4, 10)
+
+
+def test_a_student_stuck_on_one_class_is_reported(framework, digits, digits_cnn_classifier_probabilities, caplog):
+    """A student whose weights are all zero gives one class for every input and gets no gradient below its last layer:
+    the run warns (once) instead of ending silently at chance; a spread-out or agreeing history does not trigger it."""
+    import logging
+
+    from art_ext.attacks.extraction.dfme_run import student_stuck
+    from art_ext.backend import get_backend
+
+    ops = get_backend(framework)
+    student = _student(framework)
+    ops.set_weights(student, [np.zeros_like(w) for w in ops.get_weights(student)])
+    budget = 30 * 7 * 32
+    attack = DataFreeModelExtraction(
+        digits_cnn_classifier_probabilities, _generator(framework), max_queries=budget, batch_size=32, verbose=False
+    )
+    with caplog.at_level(logging.WARNING, logger="art_ext.attacks.extraction.dfme_run"):
+        attack.extract(thieved_classifier=student)
+    stuck = [r for r in attack.history if r.get("student_stuck")]
+    assert stuck and stuck[0]["round"] == 20  # from the 20th round on
+    assert sum("one class" in m for m in caplog.messages) == 1
+    assert attack.history[-1]["top2_class_share"] <= 0.9
+
+    healthy = [{"student_top_share": 0.4, "top2_class_share": 0.5}] * 30
+    assert not student_stuck(healthy)
+    assert not student_stuck([{"student_top_share": 1.0, "top2_class_share": 0.95}] * 30)  # the victim agrees
+    assert not student_stuck([{"student_top_share": 1.0, "top2_class_share": 0.5}] * 19)  # too early

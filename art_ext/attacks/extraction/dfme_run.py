@@ -16,6 +16,16 @@ from art_ext.backend import get_backend
 logger = logging.getLogger(__name__)
 
 
+def student_stuck(history: list[dict[str, Any]], rounds: int = 20) -> bool:
+    """
+    Whether the student gave every generated input of the last `rounds` rounds one class while the victim's answers
+    spread over several: a constant-output plateau (typical of a deep PyTorch net without normalisation at PyTorch's
+    default initialisation), which the l1 loss may never leave.
+    """
+    tail = [r for r in history if "student_top_share" in r][-rounds:]
+    return len(tail) == rounds and all(r["student_top_share"] >= 0.99 and r["top2_class_share"] <= 0.9 for r in tail)
+
+
 class StudentDivergedError(ValueError):
     """The thieved classifier's training diverged (non-finite loss or generated inputs); nothing more was queried."""
 
@@ -178,6 +188,7 @@ class DFMERun:
         v_all = self.query(ops.concat([x0, x_pert], axis=0))
         s_all = ops.stop_gradient(self.student_logits(ops.concat([x0, x_pert], axis=0), training=False))
         per_sample = self.per_sample_disagreement(s_all, v_all)
+        self.student_classes = np.argmax(ops.to_numpy(s_all[:b]), axis=1)  # for the plateau check of _loop
         d0, d_pert = per_sample[:b], ops.reshape(per_sample[b:], (b, m))
         slopes = (d_pert - ops.reshape(d0, (b, 1))) * (self.dim / (p.fd_epsilon * b))
         grad = ops.mean(ops.reshape(slopes, (b, m) + (1,) * len(self.sample_shape)) * u_t, axis=1)
@@ -377,6 +388,16 @@ class DFMERun:
                 "top2_class_share": float(np.sort(shares)[-2:].sum()),
                 "learning_rate_factor": factor,
             }
+            if g_losses:
+                record["student_top_share"] = float(np.bincount(self.student_classes).max() / len(self.student_classes))
+                record["student_stuck"] = student_stuck(self.history + [record])
+                if record["student_stuck"] and not any(r.get("student_stuck") for r in self.history):
+                    logger.warning(
+                        "DFME: after %d queries the thieved classifier still gives every generated input one class "
+                        "while the victim answers with several. Initialise its weights Glorot-uniform and its biases "
+                        "to zero (torch.nn.init.xavier_uniform_, zeros_) or add batch normalisation.",
+                        oracle.queries_used,
+                    )
             last = not oracle.fits(p.batch_size)
             if self.rounds % self.eval_every == 0 or last:
                 self._evaluate(record)
