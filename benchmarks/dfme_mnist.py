@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -47,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import command_line, machine  # noqa: E402
+from _common import command_line, machine, versions  # noqa: E402
 
 THIEVES = (
     "art_ext-pytorch",
@@ -125,16 +124,28 @@ def defend(victim, defence: str, x_test, y_test) -> tuple:
     return described, accuracy
 
 
-def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs, defence=None) -> dict:
-    from art_ext.attacks.extraction import DataFreeModelExtraction
+def mnist_victim(framework, data_dir, seed, victim_epochs) -> tuple:
+    """The LeNet-5 victim exposing probabilities (``.test_accuracy`` set) and the MNIST test set."""
     from art_ext.cli.dfme import load_dataset, train_victim
-    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
     from art_ext.utils import set_seed
 
     set_seed(seed, framework)
     data = load_dataset("mnist", framework, data_dir)
     (_, _), (x_test, y_test), _, _ = data
     victim = train_victim(framework, "mnist", data, victim_epochs, seed=seed, probabilities=True)
+    return victim, x_test, y_test
+
+
+def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs, defence=None) -> dict:
+    victim, x_test, y_test = mnist_victim(framework, data_dir, seed, victim_epochs)
+    return art_ext_thief(framework, victim, x_test, y_test, budget, seed, every, defence)
+
+
+def art_ext_thief(framework, victim, x_test, y_test, budget, seed, every, defence=None) -> dict:
+    """art_ext's DFME (its defaults) against `victim`, carrying ART's postprocessing `defence` when given."""
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
+
     described, defended_accuracy = "none", victim.test_accuracy
     if defence is not None:
         described, defended_accuracy = defend(victim, defence, x_test, y_test)
@@ -156,17 +167,16 @@ def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs, defence
 
 
 def run_knockoff(data_dir, budget, seed, victim_epochs, epochs, batch_size) -> dict:
+    victim, x_test, y_test = mnist_victim("pytorch", data_dir, seed, victim_epochs)
+    return knockoff_thief(victim, x_test, y_test, budget, seed, epochs, batch_size)
+
+
+def knockoff_thief(victim, x_test, y_test, budget, seed, epochs, batch_size) -> dict:
     """ART's KnockoffNets (random strategy, probabilities as soft labels) on `budget` uniform-noise images."""
     from art.attacks.extraction import KnockoffNets
 
-    from art_ext.cli.dfme import load_dataset, train_victim
     from art_ext.models import ARCHITECTURES, build_model, make_classifier
-    from art_ext.utils import set_seed
 
-    set_seed(seed, "pytorch")
-    data = load_dataset("mnist", "pytorch", data_dir)
-    (_, _), (x_test, y_test), _, _ = data
-    victim = train_victim("pytorch", "mnist", data, victim_epochs, seed=seed, probabilities=True)
     student = make_classifier(build_model("lenet5", "pytorch", seed=seed + 1), input_shape=ARCHITECTURES["lenet5"][0])
 
     def evaluate():
@@ -276,18 +286,6 @@ def finish(name, victim_accuracy, meter, seconds, queries, defence, defended_acc
     return row
 
 
-def versions() -> dict:
-    import art
-
-    out = {"python": platform.python_version(), "numpy": np.__version__, "art": art.__version__}
-    for name in ("torch", "tensorflow"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    return out
-
-
 def table(rows) -> str:
     from art_ext.utils import markdown_table
 
@@ -357,6 +355,7 @@ def main(argv=None) -> int:
             framework, _, defence = key.split("-")[1].partition("+")
             row = run_art_ext(framework, args.data, args.budget, args.seed, every, args.victim_epochs, defence or None)
         rows.append(dict(row, thief_key=key))
+        rows.sort(key=lambda r: thieves.index(r["thief_key"]))  # the order of --thieves, resumed rows included
         result = {
             "benchmark": "dfme_mnist",
             "command": command_line(sys.argv if argv is None else ["benchmarks/dfme_mnist.py", *argv]),
