@@ -18,9 +18,9 @@ budget. The thieves (``--thieves``, comma-separated; all of them by default):
 Every student is measured on the MNIST test set at the same query counts (a curve; one point for ``knockoff-noise``),
 and the queries and seconds each needs to reach 0.90x and 0.97x the victim's accuracy are reported. The ratio is
 always taken against the *undefended* victim's test accuracy (``victim_accuracy``); ``defended_victim_accuracy`` is
-the test accuracy of the victim as the thief queries it (``Rounded`` keeps the argmax, ``ReverseSigmoid`` may not).
-The measurement is outside the attack (a callback of the victim's ``predict``), so no thief sees any data; its time is
-excluded from the wall times.
+the test accuracy of the victim as the thief queries it (``Rounded`` keeps the argmax but for the ties it creates,
+``ReverseSigmoid`` may move it). The measurement is outside the attack (a callback of the victim's ``predict``), so
+no thief sees any data; its time is excluded from the wall times.
 
 Run by hand (not by CI); needs the MNIST IDX files in ``$ART_EXT_DATA/mnist`` or ``--data``::
 
@@ -371,9 +371,8 @@ def main(argv=None) -> int:
         }
         with open(out, "w") as f:
             json.dump(result, f, indent=1)
-    print(
-        f"\nModel extraction on MNIST, LeNet-5 victim exposing probabilities, {args.budget:,} queries, seed {args.seed}\n"
-    )
+    setting = f"LeNet-5 victim exposing probabilities, {args.budget:,} queries, seed {args.seed}"
+    print(f"\nModel extraction on MNIST, {setting}\n")
     print(table(rows))
     print(f"\nwritten to {os.path.relpath(out)}")
     return 0
