@@ -1,15 +1,33 @@
 """
-DFME on MNIST, side by side in one run: art_ext's ``DataFreeModelExtraction`` (its defaults, no validation data) and a
-minimal reference-style loop written below (the paper's algorithm in plain PyTorch, for comparison only), against the
-same LeNet-5 victim exposing probabilities, at the same query budget. Both students are measured on the MNIST test
-set at the same query counts (a curve), and the queries and seconds each needs to reach 0.90x and 0.97x the victim's
-accuracy are reported. The measurement is outside the attack (a callback of the victim's ``predict``), so neither
-thief sees any data; its time is excluded from the wall times.
+DFME on MNIST, side by side in one run, against the same LeNet-5 victim exposing probabilities, at the same query
+budget. The thieves (``--thieves``, comma-separated; all of them by default):
+
+- ``art_ext-pytorch``, ``art_ext-tensorflow``: art_ext's ``DataFreeModelExtraction`` (its defaults, no validation
+  data), LeNet-5 student, ``generator_28x28`` generator.
+- ``reference``: a minimal reference-style loop written below (the paper's algorithm in plain PyTorch, for comparison
+  only).
+- ``art_ext-pytorch+reverse_sigmoid``, ``art_ext-pytorch+rounded``: the ``art_ext-pytorch`` thief (same defaults,
+  student, generator and seed) against the same victim carrying one of ART's postprocessing defences with ART's
+  defaults, set as the classifier's ``postprocessing_defences``: ``ReverseSigmoid()`` (beta 1.0, gamma 0.1) or
+  ``Rounded()`` (3 decimals).
+- ``knockoff-noise``: ART's ``KnockoffNets`` (random sampling strategy, ``use_probability=True``, ``nb_stolen`` = the
+  budget; ``--knockoff-epochs`` epochs, default 10, at batch ``--knockoff-batch``, default 256) with the same PyTorch
+  LeNet-5 student, on ``budget`` images drawn uniformly in [0, 1] (a data-free baseline at the same budget; at most
+  500,000 queries, the images are held in memory). It queries everything, then trains: one point, after training.
+
+Every student is measured on the MNIST test set at the same query counts (a curve; one point for ``knockoff-noise``),
+and the queries and seconds each needs to reach 0.90x and 0.97x the victim's accuracy are reported. The ratio is
+always taken against the *undefended* victim's test accuracy (``victim_accuracy``); ``defended_victim_accuracy`` is
+the test accuracy of the victim as the thief queries it (``Rounded`` keeps the argmax but for the ties it creates,
+``ReverseSigmoid`` may move it). The measurement is outside the attack (a callback of the victim's ``predict``), so
+no thief sees any data; its time is excluded from the wall times.
 
 Run by hand (not by CI); needs the MNIST IDX files in ``$ART_EXT_DATA/mnist`` or ``--data``::
 
-    python benchmarks/dfme_mnist.py --budget 200000                       # art_ext PyTorch + TensorFlow + reference
+    python benchmarks/dfme_mnist.py --budget 200000                       # every thief
     python benchmarks/dfme_mnist.py --budget 200000 --thieves art_ext-pytorch,reference
+    python benchmarks/dfme_mnist.py --budget 200000 --resume \
+        --thieves art_ext-pytorch+reverse_sigmoid,art_ext-pytorch+rounded,knockoff-noise
 
 Writes ``benchmarks/results/dfme_mnist_<budget>.json`` (numbers, command, versions, seed, wall time, machine) and
 prints a markdown table. ``--resume`` skips thieves already finished in that file (each thief's result is written as
@@ -21,16 +39,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import command_line, machine, versions  # noqa: E402
 
-THIEVES = ("art_ext-pytorch", "art_ext-tensorflow", "reference")
+THIEVES = (
+    "art_ext-pytorch",
+    "art_ext-tensorflow",
+    "reference",
+    "art_ext-pytorch+reverse_sigmoid",
+    "art_ext-pytorch+rounded",
+    "knockoff-noise",
+)
 LEVELS = (0.90, 0.97)
+#: Largest budget of ``knockoff-noise`` (its noise images are held in memory: 500k x 784 float32 is 1.6 GB).
+KNOCKOFF_MAX_BUDGET = 500_000
 
 
 class Meter:
@@ -84,16 +112,44 @@ def counting_victim(victim, meter: Meter):
     return clf
 
 
-def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs) -> dict:
-    from art_ext.attacks.extraction import DataFreeModelExtraction
+def defend(victim, defence: str, x_test, y_test) -> tuple:
+    """Attach ART's postprocessing defence `defence` (ART's defaults) to the victim, the ART way (its
+    ``postprocessing_defences``); returns the defence's description and the defended victim's test accuracy."""
+    from art.defences.postprocessor import ReverseSigmoid, Rounded
+
+    post = {"reverse_sigmoid": ReverseSigmoid, "rounded": Rounded}[defence]()
+    victim.set_params(postprocessing_defences=[post])
+    described = f"{type(post).__name__}(" + ", ".join(f"{k}={getattr(post, k)}" for k in post.params) + ")"
+    accuracy = float(np.mean(victim.predict(x_test, batch_size=512).argmax(1) == y_test))
+    return described, accuracy
+
+
+def mnist_victim(framework, data_dir, seed, victim_epochs) -> tuple:
+    """The LeNet-5 victim exposing probabilities (``.test_accuracy`` set) and the MNIST test set."""
     from art_ext.cli.dfme import load_dataset, train_victim
-    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
     from art_ext.utils import set_seed
 
     set_seed(seed, framework)
     data = load_dataset("mnist", framework, data_dir)
     (_, _), (x_test, y_test), _, _ = data
     victim = train_victim(framework, "mnist", data, victim_epochs, seed=seed, probabilities=True)
+    return victim, x_test, y_test
+
+
+def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs, defence=None) -> dict:
+    victim, x_test, y_test = mnist_victim(framework, data_dir, seed, victim_epochs)
+    return art_ext_thief(framework, victim, x_test, y_test, budget, seed, every, defence)
+
+
+def art_ext_thief(framework, victim, x_test, y_test, budget, seed, every, defence=None) -> dict:
+    """art_ext's DFME (its defaults) against `victim`, carrying ART's postprocessing `defence` when given."""
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
+
+    described, defended_accuracy = "none", victim.test_accuracy
+    if defence is not None:
+        described, defended_accuracy = defend(victim, defence, x_test, y_test)
+        print(f"    victim {victim.test_accuracy:.4f}, with {described} {defended_accuracy:.4f}")
     shape = ARCHITECTURES["lenet5"][0 if framework == "pytorch" else 1]
     student = make_classifier(build_model("lenet5", framework, seed=seed + 1), input_shape=shape)
     generator = make_generator(build_generator("generator_28x28", framework, seed=seed + 2))
@@ -106,7 +162,43 @@ def run_art_ext(framework, data_dir, budget, seed, every, victim_epochs) -> dict
     attack.extract(thieved_classifier=student)
     seconds = meter.seconds
     meter.measure()
-    return finish(f"art_ext {framework}", victim.test_accuracy, meter, seconds, attack.queries_used)
+    name = f"art_ext {framework}" + ("" if defence is None else f", victim + {described.split('(')[0]}")
+    return finish(name, victim.test_accuracy, meter, seconds, attack.queries_used, described, defended_accuracy)
+
+
+def run_knockoff(data_dir, budget, seed, victim_epochs, epochs, batch_size) -> dict:
+    victim, x_test, y_test = mnist_victim("pytorch", data_dir, seed, victim_epochs)
+    return knockoff_thief(victim, x_test, y_test, budget, seed, epochs, batch_size)
+
+
+def knockoff_thief(victim, x_test, y_test, budget, seed, epochs, batch_size) -> dict:
+    """ART's KnockoffNets (random strategy, probabilities as soft labels) on `budget` uniform-noise images."""
+    from art.attacks.extraction import KnockoffNets
+
+    from art_ext.models import ARCHITECTURES, build_model, make_classifier
+
+    student = make_classifier(build_model("lenet5", "pytorch", seed=seed + 1), input_shape=ARCHITECTURES["lenet5"][0])
+
+    def evaluate():
+        return np.mean(student.predict(x_test, batch_size=1024).argmax(1) == y_test)
+
+    noise = np.random.default_rng(seed).random((budget, 1, 28, 28), dtype=np.float32)
+    meter = Meter(evaluate, sys.maxsize, victim.test_accuracy)  # queries first, then trains: measured once, after
+    attack = KnockoffNets(
+        counting_victim(victim, meter),
+        batch_size_fit=batch_size,
+        batch_size_query=1024,
+        nb_epochs=epochs,
+        nb_stolen=budget,
+        sampling_strategy="random",
+        verbose=False,
+        use_probability=True,
+    )
+    attack.extract(noise, thieved_classifier=student)
+    seconds = meter.seconds
+    meter.measure()
+    name = f"ART KnockoffNets, uniform noise ({epochs} epochs, batch {batch_size})"
+    return finish(name, victim.test_accuracy, meter, seconds, meter.queries, "none", victim.test_accuracy)
 
 
 def run_reference(data_dir, budget, seed, every, victim_epochs) -> dict:
@@ -173,14 +265,16 @@ def run_reference(data_dir, budget, seed, every, victim_epochs) -> dict:
         used += 7 * b
     seconds = meter.seconds
     meter.measure()
-    return finish("reference loop (pytorch)", victim.test_accuracy, meter, seconds, used)
+    return finish("reference loop (pytorch)", victim.test_accuracy, meter, seconds, used, "none", victim.test_accuracy)
 
 
-def finish(name, victim_accuracy, meter, seconds, queries) -> dict:
+def finish(name, victim_accuracy, meter, seconds, queries, defence, defended_accuracy) -> dict:
     row = {
         "thief": name,
+        "defence": defence,
         "queries": int(queries),
         "victim_accuracy": round(float(victim_accuracy), 4),
+        "defended_victim_accuracy": round(float(defended_accuracy), 4),
         "student_victim_ratio": meter.curve[-1]["ratio"],
         "seconds": round(seconds, 1),
         "queries_per_second": round(queries / max(seconds, 1e-9), 1),
@@ -192,28 +286,17 @@ def finish(name, victim_accuracy, meter, seconds, queries) -> dict:
     return row
 
 
-def versions() -> dict:
-    import art
-
-    out = {"python": platform.python_version(), "numpy": np.__version__, "art": art.__version__}
-    for name in ("torch", "tensorflow"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    return out
-
-
 def table(rows) -> str:
     from art_ext.utils import markdown_table
 
-    headers = ["thief", "queries", "victim acc", "student/victim", "seconds", "queries/s"]
+    headers = ["thief", "queries", "victim acc", "victim (defended) acc", "student/victim", "seconds", "queries/s"]
     headers += [f"queries to {lv:.2f}x" for lv in LEVELS] + [f"seconds to {lv:.2f}x" for lv in LEVELS]
     body = [
         [
             r["thief"],
             r["queries"],
             r["victim_accuracy"],
+            r.get("defended_victim_accuracy", r["victim_accuracy"]),
             r["student_victim_ratio"],
             r["seconds"],
             r["queries_per_second"],
@@ -233,6 +316,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=os.environ.get("ART_EXT_DATA"), help="data root holding mnist/")
     parser.add_argument("--victim-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--knockoff-epochs", type=int, default=10, help="training epochs of knockoff-noise")
+    parser.add_argument("--knockoff-batch", type=int, default=256, help="training batch size of knockoff-noise")
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/dfme_mnist_<budget>.json)")
     parser.add_argument("--resume", action="store_true", help="keep the thieves already in the result file")
     args = parser.parse_args(argv)
@@ -240,6 +325,13 @@ def main(argv=None) -> int:
     unknown = sorted(set(thieves) - set(THIEVES))
     if unknown or args.budget < 7 * 256:
         parser.error(f"unknown thieves {unknown}" if unknown else "--budget must be at least 1792 (one round)")
+    if "knockoff-noise" in thieves and args.budget > KNOCKOFF_MAX_BUDGET:
+        parser.error(
+            f"knockoff-noise holds its {args.budget:,} noise images in memory: at most {KNOCKOFF_MAX_BUDGET:,}; "
+            "drop it from --thieves or lower --budget"
+        )
+    if args.knockoff_epochs < 1 or args.knockoff_batch < 1:
+        parser.error("--knockoff-epochs and --knockoff-batch must be positive")
     every = args.every or max(7 * 256, args.budget // 20)
     here = os.path.dirname(os.path.abspath(__file__))
     out = args.out or os.path.join(here, "results", f"dfme_mnist_{args.budget}.json")
@@ -255,23 +347,32 @@ def main(argv=None) -> int:
         print(f"{key}: {args.budget:,} queries", flush=True)
         if key == "reference":
             row = run_reference(args.data, args.budget, args.seed, every, args.victim_epochs)
+        elif key == "knockoff-noise":
+            row = run_knockoff(
+                args.data, args.budget, args.seed, args.victim_epochs, args.knockoff_epochs, args.knockoff_batch
+            )
         else:
-            row = run_art_ext(key.split("-")[1], args.data, args.budget, args.seed, every, args.victim_epochs)
+            framework, _, defence = key.split("-")[1].partition("+")
+            row = run_art_ext(framework, args.data, args.budget, args.seed, every, args.victim_epochs, defence or None)
         rows.append(dict(row, thief_key=key))
+        rows.sort(key=lambda r: thieves.index(r["thief_key"]))  # the order of --thieves, resumed rows included
         result = {
             "benchmark": "dfme_mnist",
-            "command": "python benchmarks/dfme_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command_line(sys.argv if argv is None else ["benchmarks/dfme_mnist.py", *argv]),
             "versions": versions(),
             "seed": args.seed,
             "budget": args.budget,
             "wall_s": round(time.perf_counter() - start, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-            "notes": "No validation data: students measured on the MNIST test set by the benchmark, outside the thief.",
+            "machine": machine(),
+            "notes": "No validation data: students measured on the MNIST test set by the benchmark, outside the "
+            "thief. student/victim is against the undefended victim's test accuracy; knockoff-noise is ART's "
+            "KnockoffNets (random strategy, soft labels) on uniform-noise queries, measured once after training.",
             "rows": rows,
         }
         with open(out, "w") as f:
             json.dump(result, f, indent=1)
-    print(f"\nDFME on MNIST, LeNet-5 victim exposing probabilities, {args.budget:,} queries, seed {args.seed}\n")
+    setting = f"LeNet-5 victim exposing probabilities, {args.budget:,} queries, seed {args.seed}"
+    print(f"\nModel extraction on MNIST, {setting}\n")
     print(table(rows))
     print(f"\nwritten to {os.path.relpath(out)}")
     return 0

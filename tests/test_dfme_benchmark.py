@@ -1,0 +1,88 @@
+"""benchmarks/dfme_mnist.py's extra thieves: ART's postprocessing defences on the victim, KnockoffNets on noise."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+torch_only = pytest.mark.only_with_framework("pytorch")
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "dfme_mnist.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("dfme_mnist_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _victim():
+    """An untrained LeNet-5 exposing probabilities (shape and kind of the benchmark's victim), and a tiny test set."""
+    pytest.importorskip("torch")
+    from art_ext.estimators.classification.utils import to_probability_classifier
+    from art_ext.models import ARCHITECTURES, build_model, make_classifier
+
+    clf = make_classifier(build_model("lenet5", "pytorch", seed=0), input_shape=ARCHITECTURES["lenet5"][0])
+    victim = to_probability_classifier(clf)
+    rng = np.random.default_rng(0)
+    x_test = rng.random((64, 1, 28, 28), dtype=np.float32)
+    y_test = victim.predict(x_test).argmax(1)  # the victim is right on every test image
+    victim.test_accuracy = 1.0
+    return clf, victim, x_test, y_test
+
+
+@torch_only
+@pytest.mark.parametrize("defence", ["rounded", "reverse_sigmoid"])
+def test_defence_is_arts_postprocessor_on_the_victims_answers(bench, defence):
+    from art.defences.postprocessor import ReverseSigmoid, Rounded
+
+    from art_ext.estimators.classification.utils import to_probability_classifier
+
+    clf, victim, x_test, y_test = _victim()
+    plain = to_probability_classifier(clf)  # shares the weights, carries no defence
+    described, accuracy = bench.defend(victim, defence, x_test, y_test)
+    raw = plain.predict(x_test)
+    post = Rounded() if defence == "rounded" else ReverseSigmoid()
+    np.testing.assert_allclose(victim.predict(x_test), post(raw), rtol=0, atol=1e-6)
+    assert not np.allclose(victim.predict(x_test), raw)
+    assert described == ("Rounded(decimals=3)" if defence == "rounded" else "ReverseSigmoid(beta=1.0, gamma=0.1)")
+    assert accuracy == np.mean(post(raw).argmax(1) == y_test)
+
+
+@torch_only
+def test_defended_dfme_row_keeps_the_budget_and_the_undefended_reference(bench):
+    _, victim, x_test, y_test = _victim()
+    victim.test_accuracy = 0.5  # the ratio must be taken against this, not the defended accuracy
+    row = bench.art_ext_thief("pytorch", victim, x_test, y_test, 1792, 0, 1792, defence="rounded")
+    assert 0 < row["queries"] <= 1792
+    assert row["defence"] == "Rounded(decimals=3)" and row["victim_accuracy"] == 0.5
+    assert row["defended_victim_accuracy"] == pytest.approx(np.mean(victim.predict(x_test).argmax(1) == y_test), 1e-4)
+    assert row["student_victim_ratio"] == row["curve"][-1]["ratio"]
+
+
+@torch_only
+def test_knockoff_noise_spends_exactly_its_budget_and_reports_one_point(bench):
+    _, victim, x_test, y_test = _victim()
+    row = bench.knockoff_thief(victim, x_test, y_test, 600, 0, 1, 128)
+    assert row["queries"] == 600 and row["defence"] == "none"
+    assert len(row["curve"]) == 1 and row["curve"][0]["queries"] == 600
+    assert 0.0 <= row["student_victim_ratio"] <= 1.0
+
+
+def test_knockoff_budget_refused_before_anything_is_spent(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--budget", "600000", "--thieves", "knockoff-noise", "--out", os.devnull])
+    assert "knockoff-noise" in capsys.readouterr().err
+
+
+def test_table_renders_rows_written_before_the_defence_columns(bench):
+    old = {"thief": "art_ext pytorch", "queries": 10, "victim_accuracy": 0.98, "student_victim_ratio": 0.5}
+    old.update({"seconds": 1.0, "queries_per_second": 10.0, "curve": []})
+    old.update({f"{k}_to_{lv:.2f}x": None for k in ("queries", "seconds") for lv in bench.LEVELS})
+    text = bench.table([old, dict(old, thief="defended", defended_victim_accuracy=0.9)])
+    assert "victim (defended) acc" in text and "| defended | 10 | 0.980 | 0.900 |" in text
