@@ -271,7 +271,9 @@ def curves_of(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, list[floa
     """``{row key: [(label, xs, ys)]}`` for every list-of-points value in the rows."""
     found: dict[str, list[tuple[str, list[float], list[float]]]] = {}
     for i, row in enumerate(rows):
-        label = str(row.get("training") or row.get("method") or row.get("model") or row.get("key") or row.get("thief") or i)
+        label = str(
+            row.get("training") or row.get("method") or row.get("model") or row.get("key") or row.get("thief") or i
+        )
         for k, v in row.items():
             if not (isinstance(v, list) and v and all(isinstance(p, dict) for p in v)):
                 continue
