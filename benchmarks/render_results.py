@@ -408,7 +408,9 @@ def section(stem: str, data: dict[str, Any], plots_dir: str, plots_rel: str) -> 
         summed = " (summed over the merged runs)" if data.get("merged_from") else ""
         meta.append(f"wall time {fmt(float(data['wall_s']))} s{summed}")
     m = data.get("machine") or {}
-    if m:
+    if isinstance(m, str):  # older result files describe the machine in words
+        meta.append(m)
+    elif m:
         meta.append(f"{m.get('cpu_count', '?')} CPU cores, GPU: {m.get('gpu') or 'none'}")
     v = data.get("versions") or {}
     if v:
