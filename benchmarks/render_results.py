@@ -198,7 +198,7 @@ def _dfme_targets(stem: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
             }
         )
     for key, r in by_key.items():
-        if str(key) in ("art_ext-pytorch", "art_ext-tensorflow"):
+        if str(key) in ("art_ext-pytorch", "art_ext-tensorflow") and r["queries"] >= 1_000_000:  # the 2M runs
             q = r.get("queries_to_0.97x")
             best = max((p["ratio"] for p in r.get("curve") or []), default=r["student_victim_ratio"])
             out.append(
