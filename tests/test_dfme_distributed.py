@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 
 import numpy as np
 import pytest
+from _gloo import spawn_ranks
 
 BUDGET = 30_000
 BATCH = 128
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _CountingVictim:
@@ -142,17 +136,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, victim_path: str, sc
 
 def _run(world: int, out_dir: str, victim_path: str, scenarios: tuple, timeout: float = 300) -> list[dict]:
     """Spawn `world` gloo processes, each running the scenarios; each rank's results (its weights under "weights")."""
-    import torch.multiprocessing as mp
-
-    ctx = mp.spawn(_worker, args=(world, _free_port(), out_dir, victim_path, scenarios), nprocs=world, join=False)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, f"the {world} gloo processes did not finish in time"
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
+    spawn_ranks(_worker, world, out_dir, victim_path, scenarios, timeout=timeout)
     results = []
     for rank in range(world):
         with open(os.path.join(out_dir, f"rank{rank}.json")) as f:

@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 
 import numpy as np
 import pytest
+from _gloo import free_port, spawn_ranks
 
 EPOCHS = {"vat": 8, "distillation": 6, "lmt": 6}
 BATCH = 64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _classifier(seed: int, ddp: bool, learning_rate: float = 1e-3):
@@ -102,17 +96,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, names: tuple, epochs
 
 def _run(world: int, out_dir: str, names: tuple, epochs: int | None = None, timeout: float = 300) -> list[dict]:
     """Spawn `world` gloo processes training each trainer of `names`; each rank's results by trainer name."""
-    import torch.multiprocessing as mp
-
-    ctx = mp.spawn(_worker, args=(world, _free_port(), out_dir, names, epochs), nprocs=world, join=False)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, f"the {world} gloo processes did not finish in time"
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
+    spawn_ranks(_worker, world, out_dir, names, epochs, timeout=timeout)
     results = []
     for rank in range(world):
         with open(os.path.join(out_dir, f"rank{rank}.json")) as f:
@@ -297,7 +281,7 @@ def test_two_tensorflow_workers_match_one():
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
-    ports = [str(_free_port()), str(_free_port())]
+    ports = [str(free_port()), str(free_port())]
     commands = [[sys.executable, "-c", _TF_WORKER, "0"]] + [
         [sys.executable, "-c", _TF_WORKER, str(rank), *ports] for rank in range(2)
     ]

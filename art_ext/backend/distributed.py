@@ -25,6 +25,7 @@ __all__ = [
     "NumpyDistributedSampler",
     "RankZeroFilter",
     "all_reduce",
+    "average_gradients",
     "barrier",
     "broadcast",
     "get_context",
@@ -254,6 +255,27 @@ def barrier(context: DistributedContext | None = None) -> None:
         dist.barrier()
     else:
         _tf_all_reduce(np.zeros(1, np.float32), "sum", context)
+
+
+def average_gradients(grads: list) -> list:
+    """
+    PyTorch gradients averaged over the ranks of the default process group in one flat all-reduce (what
+    DistributedDataParallel does for a wrapped model; for models handed over unwrapped).
+
+    :param grads: The gradients of this rank (tensors).
+    :return: The averaged gradients, shaped as `grads`.
+    """
+    import torch
+    import torch.distributed as dist
+
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    out, offset = [], 0
+    for g in grads:
+        out.append(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return out
 
 
 def _to_torch(array: np.ndarray):

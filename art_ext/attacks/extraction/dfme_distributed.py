@@ -36,7 +36,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from art_ext.backend.distributed import DistributedContext, all_reduce, broadcast, get_context, unwrap_model
+from art_ext.backend.distributed import (
+    DistributedContext,
+    all_reduce,
+    average_gradients,
+    broadcast,
+    get_context,
+    unwrap_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,14 +204,7 @@ class DistributedStudent:
         else:
             weights = ops.trainable_weights(run.student)
             value, grads = ops.value_and_grad(lambda *_: loss_fn(), weights)
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            torch.distributed.all_reduce(flat)
-            flat /= world
-            out, offset = [], 0
-            for g in grads:
-                out.append(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-            ops.apply_gradients(optimizer, out, weights)
+            ops.apply_gradients(optimizer, average_gradients(grads), weights)
         self.steps += 1
         total = all_reduce(np.array([float(ops.to_numpy(value))], np.float64), "sum", context)[0] / world
         return ops.asarray(np.float32(total))

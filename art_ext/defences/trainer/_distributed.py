@@ -26,6 +26,7 @@ import numpy as np
 from art_ext.backend.distributed import (
     NumpyDistributedSampler,
     all_reduce,
+    average_gradients,
     broadcast,
     get_context,
     rank_rng,
@@ -148,18 +149,10 @@ def _torch_step(ops: Any, model: Any, optimizer: Any, loss_fn: Callable[..., Any
         return ddp_step
 
     logger.info("Model not wrapped in DistributedDataParallel: the loop averages its gradients over the ranks.")
-    world = dist.get_world_size()
 
     def synced_step(*batch):
         value, grads = ops.value_and_grad(lambda *_: loss_fn(*batch), weights)
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= world
-        out, offset = [], 0
-        for g in grads:
-            out.append(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-        ops.apply_gradients(optimizer, out, weights)
+        ops.apply_gradients(optimizer, average_gradients(grads), weights)
         return value
 
     return synced_step
