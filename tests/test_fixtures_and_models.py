@@ -38,7 +38,7 @@ def test_architectures_have_the_same_shapes_in_both_frameworks(name, framework):
     out = ops.call_model(model, x)
     assert ops.shape(out) == (2, 10)
     n_params = sum(int(np.prod(ops.shape(w))) for w in ops.trainable_weights(model))
-    expected = {"digits_mlp": 9610, "digits_cnn": 38282, "lenet5": 61706}[name]
+    expected = {"digits_mlp": 9610, "digits_cnn": 38282, "lenet5": 61706, "lipschitz_mlp": 1863690}[name]
     assert n_params == expected
 
 

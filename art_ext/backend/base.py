@@ -93,6 +93,10 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def get_learning_rate(self, optimizer: Any) -> float:
+        """An optimizer's current (constant) learning rate."""
+
+    @abc.abstractmethod
     def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
         """Change an optimizer's learning rate in place."""
 

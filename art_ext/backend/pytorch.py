@@ -145,6 +145,9 @@ class PyTorchBackend(Backend):
             )
         raise ValueError(f"Unknown optimizer {name!r}; expected 'adam' or 'sgd'.")
 
+    def get_learning_rate(self, optimizer: Any) -> float:
+        return float(optimizer.param_groups[0]["lr"])
+
     def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate

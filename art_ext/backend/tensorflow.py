@@ -169,6 +169,16 @@ class TensorFlowBackend(Backend):
             )
         raise ValueError(f"Unknown optimizer {name!r}; expected 'adam' or 'sgd'.")
 
+    def get_learning_rate(self, optimizer: Any) -> float:
+        inner = getattr(optimizer, "optimizer", optimizer)
+        lr = inner.learning_rate
+        if callable(lr) and not hasattr(lr, "numpy"):
+            raise ValueError(
+                "`lr_schedule` cannot be combined with an optimizer whose learning rate is itself a schedule "
+                f"({type(lr).__name__}): pass lr_schedule=None or give the optimizer a constant learning rate."
+            )
+        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
     def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
         inner = getattr(optimizer, "optimizer", optimizer)
         inner.learning_rate.assign(learning_rate)

@@ -24,6 +24,7 @@ ARCHITECTURES = {
     "digits_mlp": ((1, 8, 8), (8, 8, 1)),
     "digits_cnn": ((1, 8, 8), (8, 8, 1)),
     "lenet5": ((1, 28, 28), (28, 28, 1)),
+    "lipschitz_mlp": ((1, 28, 28), (28, 28, 1)),
 }
 
 #: Text architectures over token ids (see :func:`build_text_model`).

@@ -61,6 +61,21 @@ def lenet5(nb_classes: int = 10) -> Any:
     return net
 
 
+def lipschitz_mlp(nb_classes: int = 10, width: int = 1024, depth: int = 2, input_dim: int = 784) -> Any:
+    """
+    The LMT reference network for ``(1, 28, 28)`` inputs: Flatten, then `depth` dense layers of `width` ReLU units,
+    then the logits. Without max-pooling or convolutions its layer-wise Lipschitz bound is the product of exact
+    spectral norms, which LMT training can make tight: on MNIST it reaches the LMT anchor's verified accuracy at
+    l2 1.58 where a convolutional network of the same training time does not (``docs/results.rst``).
+    """
+    from torch import nn
+
+    layers: list = [nn.Flatten()]
+    for i in range(depth):
+        layers += [nn.Linear(input_dim if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width if depth else input_dim, nb_classes))
+
+
 def _frequencies(vocab_size: int, frequencies: Any) -> Any:
     import numpy as np
 

@@ -53,6 +53,15 @@ def lenet5(nb_classes: int = 10) -> Any:
     )
 
 
+def lipschitz_mlp(nb_classes: int = 10, width: int = 1024, depth: int = 2) -> Any:
+    """Keras twin of :func:`art_ext.models.pytorch.lipschitz_mlp`, for ``(28, 28, 1)`` inputs."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    hidden = [layers.Dense(width, activation="relu") for _ in range(depth)]
+    return tf.keras.Sequential([tf.keras.Input((28, 28, 1)), layers.Flatten(), *hidden, layers.Dense(nb_classes)])
+
+
 def _frequencies(vocab_size: int, frequencies: Any) -> Any:
     from art_ext.models.pytorch import _frequencies as freqs
 

@@ -22,8 +22,8 @@ def run(ctx) -> None:
         vat.append(res["vat"])
     ctx.report.text(
         f"Digits MLP, Adam (lr 0.01), {epochs} passes over the 1,438 training images used as unlabelled data; the "
-        f"labelled images are a class-balanced subset. VAT with its default scales eps = xi = {res['eps']:.2f} "
-        "(a quarter of the median image norm), one power iteration, alpha = 1."
+        f"labelled images are a class-balanced subset. VAT with its default scales eps = {res['eps']:.2f} "
+        f"(an eighth of the median image norm) and xi = {res['xi']:.2f} (a quarter), one power iteration, alpha = 1."
     )
     ctx.report.table(["labels", "supervised only", "VAT", "gain"], rows, floatfmt=".3f")
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -15,6 +15,9 @@ Usage (a trainer's ``fit``)::
 - Optimizer: the classifier's own (``PyTorchClassifier(optimizer=...)``, ``TensorFlowV2Classifier(optimizer=...)``,
   the optimizer a ``KerasClassifier``'s model was compiled with); with `learning_rate` its learning rate is set;
   without one, Adam at `learning_rate` (default 1e-3).
+- ``lr_schedule``: ``None`` keeps the learning rate; ``"linear"`` keeps it for the first half of the epochs and
+  decays it linearly towards zero over the second half (the shape of the VAT paper's schedule); a callable
+  ``f(epoch) -> factor`` multiplies the starting learning rate by ``factor`` at the start of each epoch.
 - ``on_epoch_end(epoch, mean_loss)`` may return a dict shown in the progress bar (e.g. validation accuracy).
 - Ctrl-C stops training and keeps the weights trained so far, with a ``RuntimeWarning`` and
   ``result.interrupted = True``; scripts that want the ``KeyboardInterrupt`` pass ``catch_interrupt=False`` or call
@@ -41,6 +44,7 @@ from art_ext.utils.checks import check_param
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "LR_SCHEDULES",
     "LoopResult",
     "TrainingLoop",
     "array_batches",
@@ -51,6 +55,9 @@ __all__ = [
 ]
 
 _CATCH_INTERRUPT = [True]
+
+#: The named learning-rate schedules of the trainers' ``lr_schedule`` (``None`` or a callable also work).
+LR_SCHEDULES = ("linear",)
 
 
 def set_catch_interrupt(catch: bool) -> None:
@@ -68,6 +75,27 @@ def set_catch_interrupt(catch: bool) -> None:
 def check_value(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
     """A positive (or non-negative) number or integer, else ``ValueError`` naming it (as ART's ``_check_params``)."""
     check_param(value, name, integer=integer, allow_zero=allow_zero)
+
+
+def check_lr_schedule(lr_schedule: Any) -> None:
+    """``None``, a name in :data:`LR_SCHEDULES` or a callable, else ``ValueError`` naming ``lr_schedule``."""
+    if lr_schedule is not None and not callable(lr_schedule) and lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"`lr_schedule` must be None, one of {LR_SCHEDULES} or a callable epoch -> factor, got {lr_schedule!r}."
+        )
+
+
+def lr_factor(lr_schedule: Any, epoch: int, nb_epochs: int) -> float:
+    """The factor of the starting learning rate in `epoch` (0-based) of `nb_epochs` under `lr_schedule`."""
+    if lr_schedule is None:
+        return 1.0
+    if lr_schedule == "linear":
+        half = nb_epochs // 2
+        return 1.0 if epoch < half else (nb_epochs - epoch) / (nb_epochs - half + 1)
+    factor = float(lr_schedule(epoch))
+    if not np.isfinite(factor) or factor < 0:
+        raise ValueError(f"`lr_schedule({epoch})` returned {factor!r}; it must return a finite factor >= 0.")
+    return factor
 
 
 @dataclasses.dataclass
@@ -175,6 +203,7 @@ class TrainingLoop:
         compile: bool = False,
         catch_interrupt: bool | None = None,
         input_dtypes: tuple[str, ...] | None = None,
+        lr_schedule: Any = None,
     ) -> None:
         """
         :param estimator: The ART classifier (or framework model) whose trainable weights are updated.
@@ -187,6 +216,7 @@ class TrainingLoop:
         :param catch_interrupt: Catch Ctrl-C (default: the value of :func:`set_catch_interrupt`, ``True``).
         :param input_dtypes: dtype of each batch entry as a tensor (default ``"float32"``; e.g. ``"int64"`` for
                              labels or token ids).
+        :param lr_schedule: ``None``, ``"linear"`` or a callable ``epoch -> factor`` of the starting learning rate.
         """
         check_value(nb_epochs, "nb_epochs", integer=True)
         self.estimator = estimator
@@ -200,6 +230,8 @@ class TrainingLoop:
         self.compile = compile
         self.catch_interrupt = _CATCH_INTERRUPT[0] if catch_interrupt is None else catch_interrupt
         self.input_dtypes = input_dtypes
+        check_lr_schedule(lr_schedule)
+        self.lr_schedule = lr_schedule
 
     def _optimizer(self, optimizer: Any, learning_rate: float | None) -> Any:
         ops = self.ops
@@ -234,8 +266,12 @@ class TrainingLoop:
         step = make_step(self.ops, self.model, self.optimizer, loss_fn, self.weights, compile=self.compile)
         result = LoopResult(history=[])
         bar = progress(range(self.nb_epochs), desc=self.desc, disable=not self.verbose)  # rank 0 only
+        base_lr = None if self.lr_schedule is None else self.ops.get_learning_rate(self.optimizer)
         try:
             for epoch in bar:
+                if base_lr is not None:
+                    lr = base_lr * lr_factor(self.lr_schedule, epoch, self.nb_epochs)
+                    self.ops.set_learning_rate(self.optimizer, lr)
                 losses = [float(self.ops.to_numpy(step(*self._tensors(batch)))) for batch in batches(epoch)]
                 mean = mean_over_ranks(float(np.mean(losses)) if losses else float("nan"))
                 result.history.append(mean)
@@ -254,4 +290,7 @@ class TrainingLoop:
             )
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+        finally:
+            if base_lr is not None:  # the user's optimizer as it was handed over
+                self.ops.set_learning_rate(self.optimizer, base_lr)
         return result

@@ -20,6 +20,7 @@ from art_ext.defences.trainer._distributed import shared_seed
 from art_ext.defences.trainer._loop import (
     TrainingLoop,
     array_batches,
+    check_lr_schedule,
     check_validation_data,
     generator_batches,
     validation_accuracy,
@@ -60,6 +61,7 @@ class LipschitzMarginTrainer(Trainer):
         learning_rate: float | None = None,
         random_state: int | None = None,
         verbose: bool = True,
+        lr_schedule: Any = None,
     ) -> None:
         """
         :param classifier: ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or ``KerasClassifier`` outputting
@@ -71,6 +73,9 @@ class LipschitzMarginTrainer(Trainer):
         :param learning_rate: Learning rate to set on the optimizer (default: keep its own).
         :param random_state: Seed of the shuffling and of the power-iteration start vectors.
         :param verbose: Show progress bars.
+        :param lr_schedule: ``None`` (constant learning rate), ``"linear"`` (constant for the first half of the
+                            epochs, then linearly towards zero) or a callable ``epoch -> factor`` of the starting
+                            rate.
         """
         check_certifiable_classifier(classifier)
         super().__init__(classifier)
@@ -81,6 +86,7 @@ class LipschitzMarginTrainer(Trainer):
         self.learning_rate = learning_rate
         self.random_state = random_state
         self.verbose = verbose
+        self.lr_schedule = lr_schedule
         self.history: list[dict] = []
         self.interrupted = False
         self._check_params()
@@ -95,6 +101,7 @@ class LipschitzMarginTrainer(Trainer):
             check_positive(self.learning_rate, "learning_rate")
         if not isinstance(self.verbose, bool):
             raise TypeError("`verbose` must be a bool.")
+        check_lr_schedule(self.lr_schedule)
 
     # ------------------------------------------------------------------ the margin term
     def _margin_offsets(self, ops: Any, graph: LipschitzGraph, state: PowerIterationState, labels: Any) -> tuple:
@@ -190,6 +197,7 @@ class LipschitzMarginTrainer(Trainer):
             verbose=self.verbose,
             optimizer=optimizer,
             learning_rate=self.learning_rate,
+            lr_schedule=self.lr_schedule,
             catch_interrupt=catch_interrupt,
             input_dtypes=("float32", "int64"),
         )
