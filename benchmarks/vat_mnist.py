@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--lr-schedule",
         default="linear",
-        choices=("constant", "linear"),
-        help="learning rate: constant 1e-3, or 1e-3 decayed linearly over the second half of the epochs",
+        choices=("constant", "linear", "exponential"),
+        help="learning rate from 1e-3: constant, decayed linearly over the second half of the epochs, or "
+        "exponentially by 0.9 every 500 steps from the start (the authors' reference code)",
+    )
+    p.add_argument(
+        "--curve", action="store_true", help="record the test error after every epoch of VAT (a curve per row)"
     )
     p.add_argument("--art-inputs", type=int, default=4, help="inputs for the ART speed comparison (0: skip)")
     args = p.parse_args(argv)
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         PAPER,
         notes="LeNet-5 (Adam from 1e-3, eps from --eps or the trainer's default) instead of the paper's network; supervised only takes the same number of labelled-batch steps. What separates this run from the "
         "anchor: the number of updates (the 'steps' column, against the paper's 48k) and the network.",
-        selectors=("labels", "methods", "art_inputs"),
+        selectors=("labels", "methods", "art_inputs", "curve"),
     )
     cf = args.framework == "pytorch"
     (x_train, y_train), (x_test, y_test), _, _ = load_mnist(channels_first=cf)
@@ -77,19 +81,25 @@ def main(argv: list[str] | None = None) -> int:
         "VAT": {"alpha": 1.0},
         "VAT+EntMin": {"alpha": 1.0, "entropy_minimization": True},
     }
-    steps = args.epochs * int(np.ceil(len(x_unl) / 128))
+    per_epoch = int(np.ceil(len(x_unl) / 128))
+    steps = args.epochs * per_epoch
     last = {}
 
     def train(name: str, labels: int) -> dict:
         kwargs = settings[name]
         idx = labelled_subset(y_train, labels, args.seed)
         clf = make_classifier(build_model("lenet5", args.framework, seed=args.seed), input_shape=shape)
-        schedule = None if args.lr_schedule == "constant" else args.lr_schedule
+        schedule = {
+            "constant": None,
+            "linear": "linear",
+            "exponential": lambda epoch: 0.9 ** (epoch * per_epoch / 500),
+        }[args.lr_schedule]
         trainer = VirtualAdversarialTrainer(clf, eps=args.eps, random_state=args.seed, lr_schedule=schedule, **kwargs)
         start = time.perf_counter()
         if kwargs["alpha"]:
+            extra = {"validation_data": (x_test, y_test)} if args.curve else {}
             trainer.fit(x_train[idx], y_train[idx], x_unlabeled=x_unl, nb_epochs=args.epochs, batch_size=128,
-                        labeled_batch_size=32)  # fmt: skip
+                        labeled_batch_size=32, **extra)  # fmt: skip
             n_steps = steps
         else:  # the same number of steps, on the labelled data only
             epochs = max(1, steps // int(np.ceil(len(idx) / 32)))
@@ -106,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             "eps": trainer.eps_,
             "steps": n_steps,
             "seconds_per_step": elapsed / n_steps,
+            **(
+                {"error_curve": [{"epoch": e + 1, "error": 1.0 - a} for e, a in enumerate(trainer.validation_history)]}
+                if trainer.validation_history
+                else {}
+            ),  # fmt: skip
         }
 
     for labels in [int(v) for v in args.labels.split(",")]:
