@@ -144,6 +144,11 @@ class Run:
                 self.previous_wall = float(old.get("wall_s", 0.0))
                 if old.get("merged_from"):
                     self.data["merged_from"] = old["merged_from"]
+                earlier = list(old.get("resumed_from") or [])
+                if old.get("command") and old["command"] != self.data["command"]:
+                    earlier.append(old["command"])  # its rows stay: a rerun needs the union of the selectors
+                if earlier:
+                    self.data["resumed_from"] = earlier
                 print(f"[{name}] resuming: {len(self.rows)} finished rows in {self.path}", flush=True)
         for other in (getattr(args, "merge", None) or "").split(","):
             if other:

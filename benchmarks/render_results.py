@@ -49,6 +49,7 @@ META = {
     "train_seconds",
     "summary",
     "merged_from",
+    "resumed_from",
 }
 #: (x, y) keys of known curves inside rows, with axis labels
 CURVES = {
@@ -431,9 +432,15 @@ def section(stem: str, data: dict[str, Any], plots_dir: str, plots_rel: str) -> 
     if data.get("setting"):
         lines += [f"Setting: {data['setting']}.", ""]
     rows = [r for r in data.get("rows", []) if isinstance(r, dict)]
+    earlier = [c for c in data.get("resumed_from") or [] if isinstance(c, str)]
     if data.get("command"):
-        lines += ["Command (reproduces every row of this section; rerunning it resumes an interrupted run):", ""]
+        what = "of the last run" if earlier else "(reproduces every row of this section"
+        what += "; rerunning it resumes an interrupted run" + ("" if earlier else ")")
+        lines += [f"Command {what}:", ""]
         lines += [".. code-block:: bash", "", f"   {clean_command(data['command'])}", ""]
+    if earlier:
+        lines += ["Earlier runs into the same file (same configuration, other rows):", ""]
+        lines += [".. code-block:: bash", ""] + [f"   {clean_command(c)}" for c in earlier] + [""]
     merged = [m for m in data.get("merged_from") or [] if isinstance(m, dict) and m.get("command")]
     if merged:
         lines += ["Rows computed by runs of the same configuration (one per seed or setting, run in parallel):", ""]

@@ -135,6 +135,29 @@ def test_render_reports_missed_targets(tmp_path, render):
     assert "77.00% vs 75.00%" in text  # the eps of the command, not the other eps of a sweep
 
 
+def test_render_averages_seeds_and_lists_earlier_commands(tmp_path, render):
+    results = tmp_path / "results"
+    results.mkdir()
+    for seed, v in ((0, 0.40), (1, 0.43), (2, 0.44)):
+        config = {"c": 1.58, "epochs": 30, "seed": seed, "no_plain": seed > 0}
+        rows = [{"key": "lmt", "training": "LMT c=1.58", "clean": 0.9, "verified_1.58": v}]
+        data = {"benchmark": "lmt_mnist", "complete": True, "config": config, "rows": rows, "command": f"s{seed}"}
+        _write(results, f"lmt_mnist_s{seed}", data)
+    # another configuration is not averaged in
+    other = {"c": 1.58, "epochs": 60, "seed": 0}
+    rows = [{"key": "lmt", "training": "LMT c=1.58", "clean": 0.9, "verified_1.58": 0.0}]
+    _write(results, "lmt_mnist_z", {"benchmark": "lmt_mnist", "complete": True, "config": other, "rows": rows})
+    vat = {"benchmark": "vat_mnist", "complete": True, "command": "python b.py --methods VAT+EntMin"}
+    vat["resumed_from"] = ["python b.py --methods VAT"]
+    vat["rows"] = [{"key": "v", "method": "VAT+EntMin", "labels": 100, "error": 0.0137}]
+    _write(results, "vat_mnist", vat)
+    text = render(str(results), str(tmp_path / "results.rst"))
+    assert "mean over 3 seeds" in text and "42.33% (min 40.00%, max 44.00%" in text
+    assert "missed (by 0.6% points)" in text  # the seed-0 file alone
+    assert "VAT+EntMin, MNIST 100 labels: test error <= 2%" in text
+    assert "Command of the last run" in text and "python b.py --methods VAT" in text.split("Earlier runs")[1]
+
+
 def test_render_empty_folder(tmp_path, render):
     (tmp_path / "r").mkdir()
     assert "No results yet." in render(str(tmp_path / "r"), str(tmp_path / "results.rst"))
@@ -160,13 +183,17 @@ def test_harness_resumes_finished_rows(tmp_path, monkeypatch):
     assert {"cpu_count", "platform", "gpu"} <= set(data["machine"])
     # same configuration (a selector may differ): the finished row is kept, only the new one computed
     args.seeds = "0,1"
+    monkeypatch.setattr(common, "command_line", lambda argv: "python x.py --seeds 0,1")
     run = common.Run("x", args, {}, selectors=("seeds",))
     assert run.row("a", lambda: compute(2))["value"] == 1.0
     run.row("b", lambda: compute(3))
     assert calls == [1, 3]
+    # the file keeps the earlier command, whose rows the new command alone would not recompute
+    assert json.loads((tmp_path / "x.json").read_text())["resumed_from"] == [data["command"]]
     # another configuration starts afresh
     args.n = 4
     run = common.Run("x", args, {}, selectors=("seeds",))
     assert run.done("a") is None
     # the command never holds the data path
+    monkeypatch.undo()
     assert common.command_line(["benchmarks/x.py", "--data", "/a/b", "--quick"]) == "python benchmarks/x.py --quick"
