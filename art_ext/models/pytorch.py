@@ -65,8 +65,8 @@ def lipschitz_mlp(nb_classes: int = 10, width: int = 1024, depth: int = 2, input
     """
     The LMT reference network for ``(1, 28, 28)`` inputs: Flatten, then `depth` dense layers of `width` ReLU units,
     then the logits. Without max-pooling or convolutions its layer-wise Lipschitz bound is the product of exact
-    spectral norms, which LMT training can make tight: on MNIST it reaches the LMT anchor's verified accuracy at
-    l2 1.58 where a convolutional network of the same training time does not (``docs/results.rst``).
+    spectral norms, which LMT training drives down: on MNIST it reaches the LMT anchor's verified accuracy at
+    l2 1.58 where a convolutional network of the same training time does not (``docs/lmt.rst``, ``docs/results.rst``).
     """
     from torch import nn
 
