@@ -73,3 +73,24 @@ def test_bad_schedules_are_refused_before_training(framework, digits, name):
         TRAINERS[name](clf, lambda epoch: -1.0).fit(x[:64], y[:64], nb_epochs=1, batch_size=32)
     for a, b in zip(before, _weights(clf)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_keras_schedule_on_the_optimizer_is_refused_before_training(framework, digits):
+    if framework != "tensorflow":
+        pytest.skip("only for tensorflow; running pytorch")
+    import keras
+
+    clf = _mlp(framework)
+    ops = get_backend(clf)
+    model = ops.model_of(clf)
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
+    from art.estimators.classification import KerasClassifier
+
+    keras_clf = KerasClassifier(model, use_logits=True, clip_values=(0.0, 1.0))
+    (x, y), _, _, _ = digits
+    before = _weights(keras_clf)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        VirtualAdversarialTrainer(keras_clf, verbose=False, lr_schedule="linear").fit(x[:64], y[:64], nb_epochs=1)
+    for a, b in zip(before, _weights(keras_clf)):
+        np.testing.assert_array_equal(a, b)

@@ -170,13 +170,19 @@ class TensorFlowBackend(Backend):
         raise ValueError(f"Unknown optimizer {name!r}; expected 'adam' or 'sgd'.")
 
     def get_learning_rate(self, optimizer: Any) -> float:
+        import keras
+
         inner = getattr(optimizer, "optimizer", optimizer)
-        lr = inner.learning_rate
-        if callable(lr) and not hasattr(lr, "numpy"):
+        # Keras 3's `learning_rate` evaluates a schedule: look at what the optimizer holds.
+        held = getattr(inner, "_learning_rate", inner.learning_rate)
+        if isinstance(held, keras.optimizers.schedules.LearningRateSchedule) or (
+            callable(held) and not hasattr(held, "numpy")
+        ):
             raise ValueError(
                 "`lr_schedule` cannot be combined with an optimizer whose learning rate is itself a schedule "
-                f"({type(lr).__name__}): pass lr_schedule=None or give the optimizer a constant learning rate."
+                f"({type(held).__name__}): pass lr_schedule=None or give the optimizer a constant learning rate."
             )
+        lr = inner.learning_rate
         return float(lr.numpy() if hasattr(lr, "numpy") else lr)
 
     def set_learning_rate(self, optimizer: Any, learning_rate: float) -> None:
