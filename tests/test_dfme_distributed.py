@@ -256,6 +256,26 @@ def test_distributed_run_it_cannot_split_is_refused_before_any_query(framework, 
     assert counter.rows == 0 and attack.queries_used == 0
 
 
+def test_run_and_distributed_driver_import_one_way():
+    """The run uses the distributed driver; the driver never reaches back into the run (its error has its own module)."""
+    import ast
+    import importlib
+
+    def imports(name):
+        tree = ast.parse(open(importlib.import_module(name).__file__, encoding="utf-8").read())
+        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        found |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        return found
+
+    run, driver = "art_ext.attacks.extraction.dfme_run", "art_ext.attacks.extraction.dfme_distributed"
+    assert "art_ext.attacks.extraction.dfme_errors" in imports(driver)
+    assert not any(m == run or m.startswith(run + ".") for m in imports(driver))
+    from art_ext.attacks.extraction.dfme_distributed import StudentDivergedError as seen_by_driver
+    from art_ext.attacks.extraction.dfme_run import StudentDivergedError as seen_by_run
+
+    assert seen_by_driver is seen_by_run
+
+
 if __name__ == "__main__":  # per-round time of 1 and 2 processes: python tests/test_dfme_distributed.py 30000
     import tempfile
 

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from art_ext.attacks.extraction.dfme_errors import StudentDivergedError
 from art_ext.backend.distributed import (
     DistributedContext,
     all_reduce,
@@ -120,8 +121,6 @@ class DistributedStudent:
             return self._follow()
 
     def _drive(self) -> Any:
-        from art_ext.attacks.extraction.dfme_run import StudentDivergedError
-
         status, message = "ok", ""
         try:
             return self.run_state.run()
@@ -151,8 +150,6 @@ class DistributedStudent:
             self._step(x, batch[:, self.width - self.run_state.nb_classes :], float(header[2]))
         state = self._share_final_state()
         if state["status"] != "ok":
-            from art_ext.attacks.extraction.dfme_run import StudentDivergedError
-
             error = StudentDivergedError if state["status"] == "diverged" else RuntimeError
             raise error(f"DFME stopped on rank 0: {state['message']}")
         return self.run_state.student

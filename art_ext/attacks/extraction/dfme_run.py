@@ -9,11 +9,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from art_ext.attacks.extraction import dfme_checkpoint, dfme_distributed
+from art_ext.attacks.extraction.dfme_errors import StudentDivergedError
 from art_ext.attacks.extraction.generator_inputs import InputMap
 from art_ext.attacks.extraction.victim_oracle import VictimOracle
 from art_ext.backend import get_backend
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["DFMERun", "StudentDivergedError", "student_stuck"]
 
 
 def student_stuck(history: list[dict[str, Any]], rounds: int = 20) -> bool:
@@ -24,10 +27,6 @@ def student_stuck(history: list[dict[str, Any]], rounds: int = 20) -> bool:
     """
     tail = [r for r in history if "student_top_share" in r][-rounds:]
     return len(tail) == rounds and all(r["student_top_share"] >= 0.99 and r["top2_class_share"] <= 0.9 for r in tail)
-
-
-class StudentDivergedError(ValueError):
-    """The thieved classifier's training diverged (non-finite loss or generated inputs); nothing more was queried."""
 
 
 class DFMERun:
