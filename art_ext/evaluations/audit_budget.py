@@ -1,0 +1,173 @@
+"""
+Time estimates of the audit: a cost model measured on the audited classifier (seconds per input for a forward pass
+and for an input gradient), and :func:`shrink`, which lowers a section's sizes until its estimate fits its share.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from art_ext.utils.outputs import predict_in_batches
+
+__all__ = ["CostModel", "shrink"]
+
+
+class CostModel:
+    """
+    Seconds per input of a forward pass (``forward``) and of a loss gradient (``gradient``) of an ART classifier,
+    measured once on up to `probe` inputs after a warm-up call (the first TensorFlow call traces its graph).
+
+    :param classifier: The audited classifier.
+    :param x: Inputs.
+    :param batch_size: Batch size used by the audit.
+    :param probe: Inputs timed.
+    """
+
+    def __init__(self, classifier: Any, x: np.ndarray, batch_size: int = 128, probe: int = 128) -> None:
+        xb = np.asarray(x[: min(probe, len(x))], dtype=np.float32)
+        n = len(xb)
+        self.batch_size = batch_size
+        onehot = np.eye(classifier.nb_classes, dtype=np.float32)[np.zeros(n, dtype=np.int64)]
+
+        def timed(fn, arg, repeats):
+            best = np.inf
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn(arg)
+                best = min(best, time.perf_counter() - start)
+            return best
+
+        def predict(a):
+            predict_in_batches(classifier, a, batch_size)
+
+        predict(xb[:2])
+        one, full = timed(predict, xb[:1], 3), timed(predict, xb, 2)
+        self.forward = max((full - one) / max(n - 1, 1), 2e-6)
+        self.forward_call = max(one - self.forward, 1e-4)
+        self.has_gradients = hasattr(classifier, "loss_gradient")
+        self.gradient, self.gradient_call = 3 * self.forward, 3 * self.forward_call
+        if self.has_gradients:
+            try:
+
+                def gradient(a):
+                    classifier.loss_gradient(a, onehot[: len(a)])
+
+                gradient(xb[:2])
+                one, full = timed(gradient, xb[:1], 3), timed(gradient, xb, 2)
+                self.gradient = max((full - one) / max(n - 1, 1), 5e-6)
+                self.gradient_call = max(one - self.gradient, 2e-4)
+            except Exception:  # noqa: BLE001 (a classifier without working gradients is audited black-box)
+                self.has_gradients = False
+        # ART's SquareAttack and Carlini-Wagner are timed when a section first needs them (see below).
+        self.probe_size = n
+        self._classifier, self._probe = classifier, xb
+        self.square_iteration: dict[str, float] = {}
+        self._cw_iteration: float | None = None
+
+    def _probe_labels(self) -> np.ndarray:
+        return np.eye(self._classifier.nb_classes, dtype=np.float32)[np.zeros(len(self._probe), dtype=np.int64)]
+
+    def _square_iteration(self, norm: str) -> float:
+        """
+        ART's SquareAttack spends most of its time in numpy bookkeeping per iteration (more for l2): 5 iterations
+        are timed per norm at a small eps, where no input is fooled early.
+        """
+        if norm not in self.square_iteration:
+            self.square_iteration[norm] = 0.03 if norm == "inf" else 0.06
+            try:
+                from art.attacks.evasion import SquareAttack
+
+                clf, xb = self._classifier, self._probe
+                lo, hi = clf.clip_values
+                eps = 0.02 * float(np.max(hi) - np.min(lo)) * (1.0 if norm == "inf" else float(np.sqrt(xb[0].size)))
+                attack = SquareAttack(
+                    clf,
+                    norm=np.inf if norm == "inf" else 2,
+                    eps=eps,
+                    max_iter=5,
+                    nb_restarts=1,
+                    batch_size=self.batch_size,
+                    verbose=False,
+                )
+                start = time.perf_counter()
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    attack.generate(xb, self._probe_labels())
+                self.square_iteration[norm] = (time.perf_counter() - start) / 5
+            except Exception:  # noqa: BLE001 (an estimate only)
+                pass
+        return self.square_iteration[norm]
+
+    @property
+    def cw_iteration(self) -> float:
+        """Seconds of one iteration of ART's CarliniL2Method on the probe (several passes and a line search)."""
+        if self._cw_iteration is None:
+            self._cw_iteration = 20 * (self.gradient * self.probe_size + self.gradient_call)
+            if self.has_gradients:
+                try:
+                    from art.attacks.evasion import CarliniL2Method
+
+                    attack = CarliniL2Method(
+                        self._classifier, max_iter=2, binary_search_steps=1, batch_size=self.batch_size, verbose=False
+                    )
+                    start = time.perf_counter()
+                    attack.generate(self._probe, self._probe_labels())
+                    self._cw_iteration = (time.perf_counter() - start) / 2
+                except Exception:  # noqa: BLE001 (an estimate only)
+                    pass
+        return self._cw_iteration
+
+    def cw(self, n: int, iterations: int) -> float:
+        """Seconds of ART's CarliniL2Method on `n` inputs for `iterations` iterations (all binary-search steps)."""
+        return iterations * self.cw_iteration * (0.2 + 0.8 * n / max(1, self.probe_size))
+
+    def square(self, n: int, iterations: int, norm: str = "inf") -> float:
+        """Seconds of ART's SquareAttack on `n` inputs for `iterations` iterations (`norm`: ``"inf"`` or ``"2"``)."""
+        return iterations * self._square_iteration(norm) * (0.3 + 0.7 * n / max(1, self.probe_size))
+
+    def f(self, n: int, calls: float | None = None) -> float:
+        """Seconds of forward passes on `n` inputs in `calls` calls (default: one per batch)."""
+        calls = math.ceil(n / self.batch_size) if calls is None else calls
+        return n * self.forward + calls * self.forward_call
+
+    def g(self, n: int, calls: float | None = None) -> float:
+        """Seconds of input gradients on `n` inputs in `calls` calls (default: one per batch)."""
+        calls = math.ceil(n / self.batch_size) if calls is None else calls
+        return n * self.gradient + calls * self.gradient_call
+
+    def to_dict(self) -> dict:
+        return {
+            "forward_seconds_per_input": self.forward,
+            "forward_seconds_per_call": self.forward_call,
+            "gradient_seconds_per_input": self.gradient,
+            "gradient_seconds_per_call": self.gradient_call,
+            "square_seconds_per_iteration": dict(self.square_iteration),
+            "cw_seconds_per_iteration": self._cw_iteration,
+        }
+
+
+def shrink(
+    params: dict, estimate: Callable[[dict], float], allotted: float | None, steps: list[tuple[str, Any, str]]
+) -> tuple[dict, float, list[str]]:
+    """
+    Lower a section's sizes, in the order of `steps`, until ``estimate(params) <= allotted``.
+
+    :param params: Default sizes of the section.
+    :param estimate: Seconds the section takes with given sizes.
+    :param allotted: Seconds the section may take (``None``: no limit).
+    :param steps: ``(key, smallest value, label)``: each size is halved (integers) down to its smallest value before
+                  the next one is touched.
+    :return: ``(params, estimated seconds, notes)``; a note per size changed, e.g. ``"inputs 500 -> 125"``.
+    """
+    params = dict(params)
+    original = dict(params)
+    if allotted is not None:
+        for key, smallest, _ in steps:
+            while estimate(params) > allotted and params[key] > smallest:
+                params[key] = max(smallest, int(params[key] // 2))
+    labels = dict((k, label) for k, _, label in steps)
+    notes = [f"{labels[k]} {original[k]} -> {params[k]}" for k in labels if params[k] != original[k]]
+    return params, float(estimate(params)), notes
