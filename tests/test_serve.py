@@ -197,9 +197,7 @@ def test_dfme_against_the_served_model_matches_the_in_process_victim(framework, 
 
     from art_ext.utils.outputs import predict_in_batches
 
-    in_batches_of_8 = BlackBoxClassifier(
-        lambda x: predict_in_batches(victim, x, 8), shape, 10, clip_values=(0.0, 1.0)
-    )
+    in_batches_of_8 = BlackBoxClassifier(lambda x: predict_in_batches(victim, x, 8), shape, 10, clip_values=(0.0, 1.0))
     local, local_weights = steal(in_batches_of_8)
     srv = serve_in_thread(victim, max_batch=64)
     try:

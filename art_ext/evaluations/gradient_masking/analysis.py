@@ -97,7 +97,8 @@ class GradientMaskingAnalysis:
         :param noise_samples: Random-noise draws per input (success if any misleads).
         :param surrogate_epochs: Epochs of the surrogate when it is trained here.
         :param tolerance: Margin in success rate above which one attack "beats" another (0.1 = 10 points).
-        :param zero_gradient_threshold: Share of exactly-zero gradients that counts as vanishing gradients.
+        :param zero_gradient_threshold: Share of exactly-zero gradients, or of saturated softmax rows, that counts as
+                                        vanishing gradients.
         :param output: ``"auto"``, ``"logits"`` or ``"probabilities"``.
         :param batch_size: Batch size.
         :param random_state: Seed of the subset, the noise, the surrogate and the attacks' randomness.

@@ -94,7 +94,7 @@ class GradientMaskingReport:
                 [
                     ("median l2 norm of grad_x CE", f"{med:.3g}"),
                     ("share of exactly-zero CE gradients", f"{self.zero_gradient_share:.3f}"),
-                    ("share of saturated softmax rows (max p == 1 in float32)", f"{self.saturated_share:.3f}"),
+                    ("share of saturated softmax rows (1 - max p <= float32 eps)", f"{self.saturated_share:.3f}"),
                     ("median softmax-Jacobian norm", f"{float(np.median(self.softmax_jacobian_norms)):.3g}"),
                     ("median logit-Jacobian norm", f"{float(np.median(self.logit_jacobian_norms)):.3g}"),
                 ],

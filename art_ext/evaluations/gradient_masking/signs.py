@@ -38,7 +38,8 @@ def warning_signs(
                   ``logit_jacobian_norms``), as :meth:`GradientMaskingAnalysis.gradient_statistics` returns them.
     :param eps: The budgets, increasing, one per entry of each ``fooled`` list.
     :param tolerance: Margin in success rate above which one attack "beats" another.
-    :param zero_gradient_threshold: Share of exactly-zero gradients that counts as vanishing gradients.
+    :param zero_gradient_threshold: Share of exactly-zero gradients, or of saturated softmax rows, that counts as
+                                    vanishing gradients.
     :return: The signs, in a fixed order.
     """
     tol = tolerance
@@ -66,14 +67,16 @@ def warning_signs(
     def names(keys):
         return " / ".join(ATTACKS[k] for k in keys if k in fooled)
 
-    zero = stats["zero_gradient_share"]
+    zero, saturated = stats["zero_gradient_share"], stats["saturated_share"]
     signs.append(
         {
             "name": "vanishing_gradients",
             "title": "Gradients vanish",
-            "triggered": bool(zero >= zero_gradient_threshold),
+            # Whether a saturated row's float32 gradient is exactly zero depends on the processor's softmax kernel
+            # (1.0 or 0.99999994); the saturated share, computed in float64 from the logits, does not.
+            "triggered": bool(max(zero, saturated) >= zero_gradient_threshold),
             "evidence": f"{zero:.0%} of the inputs have an exactly-zero cross-entropy gradient and "
-            f"{stats['saturated_share']:.0%} a saturated float32 softmax (max p == 1); median softmax-Jacobian "
+            f"{saturated:.0%} a saturated softmax (1 - max p within the float32 epsilon); median softmax-Jacobian "
             f"norm {float(np.median(stats['softmax_jacobian_norms'])):.3g} against logit-Jacobian norm "
             f"{float(np.median(stats['logit_jacobian_norms'])):.3g}.",
         }

@@ -9,13 +9,40 @@ import numpy as np
 from art_ext.backend import get_backend
 from art_ext.utils.outputs import logits_from_outputs
 
-__all__ = ["gradient_statistics"]
+__all__ = ["gradient_statistics", "saturated_rows"]
+
+#: A softmax row counts as saturated when ``1 - max p`` is at most this (the float32 machine epsilon, 2**-23): its
+#: float32 maximum is then 1.0 or one of the two float32 numbers just below it, depending on the kernel's rounding.
+SATURATION_TOLERANCE = float(np.finfo(np.float32).eps)
+
+
+def saturated_rows(logits: np.ndarray, tolerance: float = SATURATION_TOLERANCE) -> np.ndarray:
+    """
+    Which rows of `logits` have a saturated softmax: ``1 - max p <= tolerance``, computed in float64 and in log
+    space (``log sum_{j != top} exp(z_j - z_top) <= log tolerance``), so that the verdict does not depend on whether a
+    processor's float32 softmax kernel rounds the maximum to exactly 1.0 or to 0.99999994.
+
+    :param logits: ``(nb_samples, nb_classes)`` logits (or ``log p`` of probabilities: the same up to a per-row
+                   constant).
+    :param tolerance: Largest ``1 - max p`` that counts as saturated (default the float32 epsilon).
+    :return: Boolean array of shape ``(nb_samples,)``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"`logits` must have shape (nb_samples, nb_classes >= 2), got {z.shape}.")
+    rows = np.arange(len(z))
+    gaps = z - z.max(axis=1, keepdims=True)
+    gaps[rows, z.argmax(axis=1)] = -np.inf
+    runner_up = gaps.max(axis=1, keepdims=True)
+    log_rest = runner_up[:, 0] + np.log(np.sum(np.exp(gaps - runner_up), axis=1))
+    return log_rest <= np.log(tolerance)
 
 
 def gradient_statistics(classifier: Any, x: np.ndarray, y: np.ndarray, output: str, batch_size: int = 128) -> dict:
     """
     ``||grad_x CE||_2`` as ART's ``loss_gradient`` returns it (what FGSM uses), the share of exactly-zero ones,
-    the share of rows whose float32 softmax has a maximum of exactly 1, and per-input Frobenius norms of the
+    the share of rows whose softmax is saturated (``1 - max p`` within the float32 epsilon, see
+    :func:`saturated_rows`), and per-input Frobenius norms of the
     softmax and logit Jacobians with respect to the input.
 
     :param classifier: ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier``.
@@ -39,8 +66,7 @@ def gradient_statistics(classifier: Any, x: np.ndarray, y: np.ndarray, output: s
     for start in range(0, len(x), batch_size):
         xb = ops.asarray(x[start : start + batch_size], device=device)
         z = logits_from_outputs(ops, ops.forward(clf, xb), output)
-        p = ops.to_numpy(ops.softmax(z)).astype(np.float32)
-        saturated.append(p.max(axis=1) == np.float32(1.0))
+        saturated.append(saturated_rows(ops.to_numpy(z)))
         soft_sq, logit_sq = 0.0, 0.0
         for k in range(nb_classes):
             for kind in ("softmax", "logit"):
