@@ -68,6 +68,7 @@ def _check_outputs(out, budget_minutes=BUDGET_MINUTES, certifiable=None):
 def test_audit_torchscript_model(digits_cnn_classifier, digits_npz, tmp_path):
     import torch
 
+@pytest.mark.kernels
     model_path = tmp_path / "cnn.pt"
     torch.jit.save(torch.jit.script(digits_cnn_classifier.model.eval()), str(model_path))
     out = tmp_path / "report"
@@ -87,6 +88,7 @@ def test_audit_factory_and_state_dict(digits_cnn_classifier, digits_npz, tmp_pat
 
     (tmp_path / "audit_test_models.py").write_text(
         "from art_ext.models import build_model\n\n\ndef digits_cnn():\n"
+@pytest.mark.kernels
         '    return build_model("digits_cnn", "pytorch")\n'
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -108,6 +110,7 @@ def test_audit_keras_file(digits_cnn_classifier, digits_npz, tmp_path):
     digits_cnn_classifier.model.save(str(model_path))
     out = tmp_path / "report"
     assert main(["audit", str(model_path), "--data", digits_npz, "--out", str(out)] + FAST) == 0
+@pytest.mark.kernels
     results = _check_outputs(out, certifiable=True)
     assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
 
@@ -135,6 +138,7 @@ def test_distilled_model_flags_masking_and_normal_does_not(framework, digits, tm
 
     (x_train, y_train), (x_test, y_test), _, _ = digits
     normal = _mlp(framework)
+@pytest.mark.kernels
     normal.fit(x_train, y_train, nb_epochs=15, batch_size=64, verbose=False)
     distilled = _mlp(framework)
     DefensiveDistillationTrainer(distilled, temperature=100.0, random_state=0, verbose=False).fit(
@@ -169,6 +173,7 @@ def test_lmt_model_has_a_non_trivial_certified_curve(framework, digits):
 
     (x_train, y_train), (x_test, y_test), _, _ = digits
     shape = ARCHITECTURES["digits_cnn"][0 if framework == "pytorch" else 1]
+@pytest.mark.kernels
     lmt = make_classifier(build_model("digits_cnn", framework, seed=0), input_shape=shape)
     LipschitzMarginTrainer(lmt, c=0.1, random_state=0, verbose=False).fit(x_train, y_train, nb_epochs=8, batch_size=96)
     report = audit(lmt, x_test, y_test, sections=["certification"], eps_l2=(0.05, 0.1, 0.2, 0.3), verbose=False)
@@ -315,6 +320,7 @@ def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, dig
     report = audit(
         digits_mlp_classifier,
         x_test[:40],
+@pytest.mark.kernels
         y_test[:40],
         sections=["robustness"],
         norms=["inf"],

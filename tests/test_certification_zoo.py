@@ -410,6 +410,7 @@ def ordinary_models(framework):
     return {"functional_add": keras.Model(inp, layers.Dense(10)(layers.Dense(32, activation="relu")(h)))}
 
 
+@pytest.mark.kernels
 def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
     (x_train, y_train), (x_test, y_test), _, _ = digits
     standard = ordinary_models(framework)
@@ -435,6 +436,7 @@ def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
 
 
 @pytest.mark.only_with_framework("tensorflow")
+@pytest.mark.kernels
 def test_keras_classifier_is_certified_and_lmt_trained(digits):
     """ART's KerasClassifier (Keras 3) is accepted by the certifier and the trainer."""
     import keras

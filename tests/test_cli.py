@@ -105,6 +105,7 @@ def test_every_command_has_description_examples_and_option_help():
     assert sub.choices["distill"] is sub.choices["distillation"]
 
 
+@pytest.mark.kernels
 def test_lmt_curve_starts_at_clean_accuracy(framework, digits):
     from art_ext.cli.experiments.lmt import certified_curves
     from art_ext.models import build_model, input_shape_of, make_classifier

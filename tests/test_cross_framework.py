@@ -49,6 +49,7 @@ def _copy(classifiers):
     return {fw: clone_classifier(clf, reinitialise=False) for fw, clf in classifiers.items()}
 
 
+@pytest.mark.kernels
 def test_vat_same_numbers_on_both_frameworks(twins):
     from art_ext.defences.trainer import VirtualAdversarialTrainer
 
@@ -65,6 +66,7 @@ def test_vat_same_numbers_on_both_frameworks(twins):
     assert abs(accuracy["pytorch"] - accuracy["tensorflow"]) <= 0.03, accuracy
 
 
+@pytest.mark.kernels
 def test_lmt_same_numbers_on_both_frameworks(twins):
     from art_ext.defences.trainer import LipschitzMarginTrainer
     from art_ext.estimators.certification import LipschitzCertifier

@@ -22,6 +22,7 @@ def _accuracy(clf, x, y):
     return float(np.mean(clf.predict(x).argmax(1) == y))
 
 
+@pytest.mark.kernels
 def test_student_reaches_victim_accuracy_from_probabilities(framework, digits, digits_cnn_classifier_probabilities):
     victim = digits_cnn_classifier_probabilities
     victim_acc = _accuracy(victim, digits[1][0], digits[1][1])
@@ -151,6 +152,7 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
 
 def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_classifier):
     (x_train, _), (x_test, y_test), _, _ = digits
+@pytest.mark.kernels
     counter = _CountingVictim(digits_cnn_classifier, interrupt_at=12)
     attack = DataFreeModelExtraction(
         counter.classifier,
@@ -252,6 +254,7 @@ def test_scikit_learn_victim_with_flat_inputs(framework, digits):
 
 def test_a_student_stuck_on_one_class_is_reported(framework, digits, digits_cnn_classifier_probabilities, caplog):
     """A student whose weights are all zero gives one class for every input and gets no gradient below its last layer:
+@pytest.mark.kernels
     the run warns (once) instead of ending silently at chance; a spread-out or agreeing history does not trigger it."""
     import logging
 

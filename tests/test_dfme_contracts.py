@@ -92,6 +92,7 @@ def test_unknown_victim_layout_is_refused_before_any_query():
     assert recorder.calls == 0
 
 
+@pytest.mark.kernels
 def test_student_with_softmax_output_is_trained_on_log_probabilities(framework, digits, digits_cnn_classifier):
     from art_ext.models import to_probability_classifier
 
@@ -134,6 +135,7 @@ def test_softmax_student_identical_to_the_victim_has_zero_loss(framework, digits
     assert first < 0.05, first
 
 
+@pytest.mark.kernels
 def test_hybrid_mode_is_never_worse_than_its_warm_start(framework, digits, digits_cnn_classifier):
     (x_train, _), (x_test, y_test), _, _ = digits
     victim = digits_cnn_classifier

@@ -168,6 +168,7 @@ def _same_weights(a: dict, b: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
+@pytest.mark.kernels
 def test_two_gloo_processes_match_one(tmp_path, digits_cnn_classifier):
     import torch
 

@@ -42,6 +42,7 @@ def mnist_like_victim(framework, mnist_like):
     return to_probability_classifier(victim)
 
 
+@pytest.mark.kernels
 def test_student_learns_an_mnist_like_victim_data_free(framework, mnist_like, mnist_like_victim):
     (_, _), (x_test, y_test) = mnist_like
     victim = mnist_like_victim

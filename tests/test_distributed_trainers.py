@@ -106,6 +106,7 @@ def _run(world: int, out_dir: str, names: tuple, epochs: int | None = None, time
 
 @pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
+@pytest.mark.kernels
 def test_two_gloo_processes_match_one(tmp_path):
     import torch
 
@@ -129,6 +130,7 @@ def test_two_gloo_processes_match_one(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
+@pytest.mark.kernels
 def test_lmt_two_gloo_processes_match_one(tmp_path):
     """LMT on a DDP-wrapped model: the same power-iteration estimate and certified bound on every rank, and the
     accuracy (within 1 point) and certified Lipschitz bound (within 1%) of the one-process run."""
@@ -150,6 +152,7 @@ def test_lmt_two_gloo_processes_match_one(tmp_path):
 @pytest.mark.slow
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.parametrize("trainer_name", ["vat", "distillation"])
+@pytest.mark.kernels
 def test_tensorflow_strategy_scope_trains_as_without(trainer_name, monkeypatch):
     import tensorflow as tf
 
@@ -226,6 +229,7 @@ print("RESULT", json.dumps(out), flush=True)
 
 @pytest.mark.slow
 @pytest.mark.only_with_framework("tensorflow")
+@pytest.mark.kernels
 def test_tensorflow_two_replicas_split_the_batch():
     """MirroredStrategy over two logical CPUs (each replica half the batch) trains the one-replica model."""
     import subprocess
@@ -275,6 +279,7 @@ print("RESULT", json.dumps({"accuracy": float(np.mean(clf.predict(x_test).argmax
 
 @pytest.mark.slow
 @pytest.mark.only_with_framework("tensorflow")
+@pytest.mark.kernels
 def test_two_tensorflow_workers_match_one():
     """MultiWorkerMirroredStrategy with two workers on loopback (each its shard) trains the one-process model."""
     import subprocess

@@ -72,6 +72,7 @@ def test_random_fgsm_is_reproducible_and_random(digits_mlp_classifier, test_batc
     assert np.abs(small.generate(x, y) - x).max() <= EPS + 1e-6
 
 
+@pytest.mark.kernels
 def test_random_fgsm_mask_and_targeted(digits_mlp_classifier, test_batch):
     x, y = test_batch
     mask = np.zeros(x.shape[1:], dtype=np.float32)
@@ -106,6 +107,7 @@ def fgsm_trained(framework, digits):
 
 
 @pytest.mark.slow
+@pytest.mark.kernels
 def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
     (_, _), (x_test, y_test), _, _ = digits
 
@@ -122,6 +124,7 @@ def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
 # --------------------------------------------------------------------------------------------- least-likely class
 
 
+@pytest.mark.kernels
 def test_least_likely_class_reaches_its_target(digits_mlp_classifier, test_batch):
     x, _ = test_batch
     attack = LeastLikelyClassMethod(digits_mlp_classifier, eps=EPS, batch_size=100, verbose=False)

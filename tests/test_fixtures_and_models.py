@@ -14,6 +14,7 @@ from art_ext.models import (
 )
 
 
+@pytest.mark.kernels
 def test_fixture_classifiers_are_accurate(digits_mlp_classifier, digits_cnn_classifier, framework):
     assert digits_mlp_classifier.test_accuracy >= 0.90
     assert digits_cnn_classifier.test_accuracy >= 0.95

@@ -65,6 +65,7 @@ def test_global_bound_dominates_local_jacobians(standard_cnn, digits):
     assert np.all(local <= cert.lipschitz_bound())
 
 
+@pytest.mark.kernels
 def test_linear_network_bound_is_exact_and_pgd_reaches_the_radius(framework, digits):
     (x_train, y_train), (x_test, _), _, _ = digits
     if framework == "pytorch":
@@ -91,6 +92,7 @@ def test_linear_network_bound_is_exact_and_pgd_reaches_the_radius(framework, dig
 
 
 @pytest.mark.parametrize("model_name", ["standard", "lmt"])
+@pytest.mark.kernels
 def test_pgd_never_breaks_a_certificate(model_name, standard_cnn, lmt_cnn, digits):
     clf = standard_cnn if model_name == "standard" else lmt_cnn
     _, (x_test, _), _, _ = digits
@@ -105,6 +107,7 @@ def test_pgd_never_breaks_a_certificate(model_name, standard_cnn, lmt_cnn, digit
 
 
 # ------------------------------------------------------------------------------------------------ training
+@pytest.mark.kernels
 def test_lmt_certifies_more_at_small_accuracy_cost(standard_cnn, lmt_cnn, digits):
     _, (x_test, y_test), _, _ = digits
     std_cert = LipschitzCertifier(standard_cnn)
@@ -255,6 +258,7 @@ def test_unsupported_layers_and_bad_input_raise(framework, standard_cnn, digits)
         LipschitzMarginTrainer(standard_cnn).fit(x_test[:4], np.array([0, 1, 2, 11]), nb_epochs=1)
 
 
+@pytest.mark.kernels
 def test_lmt_loop_interrupt_validation_and_generator(framework, digits, monkeypatch):
     """The shared loop: Ctrl-C keeps the weights with a warning (or re-raises on request), validation accuracy is
     recorded per epoch, and fit_generator trains on an ART DataGenerator."""

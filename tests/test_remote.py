@@ -147,6 +147,7 @@ def test_set_params_round_trip(server):
         clf.set_params(concurrency=0)
 
 
+@pytest.mark.kernels
 def test_dfme_against_the_endpoint_matches_the_in_process_victim(framework, server, single_thread):
     """Same seeds, same budget: requests in flight change nothing, the student is the same to the last bit."""
     from art.estimators.classification import BlackBoxClassifier

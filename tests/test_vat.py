@@ -62,6 +62,7 @@ def _kl_hessian_top_eigenvector(clf, x0, h=1e-2):
     return vectors[:, -1], values
 
 
+@pytest.mark.kernels
 def test_vat_with_50_labels_beats_supervised_only(framework, digits):
     (x_train, y_train), (x_test, y_test), _, _ = digits
     idx = _labelled_subset(y_train, 5)

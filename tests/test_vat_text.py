@@ -39,6 +39,7 @@ def _robustness(clf, corpus, eps, xi):
     return accuracy, accuracy_at, lds
 
 
+@pytest.mark.kernels
 def test_text_at_and_vat_improve_the_robustness_they_target(framework, corpus):
     # An eps at the toy corpus's scale (16-d embeddings): the text default (0.5) is set for rt-polarity's models.
     base, trainer = _train(framework, corpus, alpha=0.0, eps=3.0)

@@ -19,6 +19,7 @@ from art_ext.defences.trainer import DefensiveDistillationTrainer, VirtualAdvers
 
 
 @pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.kernels
 def test_least_likely_class_inside_autoattack(trained_framework_classifier, tabular_digits, targeted, monkeypatch):
     if importlib.util.find_spec("multiprocess") is None:
         # ART's AutoAttack imports it for its parallel mode only (not used here).
@@ -43,6 +44,7 @@ def test_least_likely_class_per_feature_eps(trained_framework_classifier, tabula
 
 
 @pytest.mark.parametrize("attack_name", ["rfgsm", "vap"])
+@pytest.mark.kernels
 def test_inside_adversarial_trainer(framework, tabular_digits, attack_name):
     (x_train, y_train), (x_test, y_test) = tabular_digits
     clf = framework_classifier(framework, seed=11)
@@ -67,6 +69,7 @@ def _generator(tabular_digits, n=512, batch_size=64):
     return NumpyDataGenerator(x_train[:n], np.eye(NB_CLASSES)[y_train[:n]], batch_size=batch_size, shuffle=True)
 
 
+@pytest.mark.kernels
 def test_trainers_fit_generator(framework, tabular_digits):
     _, (x_test, y_test) = tabular_digits
     clf = framework_classifier(framework, seed=12)

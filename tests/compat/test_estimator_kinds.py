@@ -60,6 +60,7 @@ def test_keras_classifier_is_tensorflow():
 
 
 @pytest.mark.parametrize("kind", ["framework", "keras"])
+@pytest.mark.kernels
 def test_vat_trainer_on_each_kind(framework, kind, tabular_digits):
     if kind == "keras" and framework != "tensorflow":
         pytest.skip("KerasClassifier runs on TensorFlow")
@@ -72,6 +73,7 @@ def test_vat_trainer_on_each_kind(framework, kind, tabular_digits):
 
 
 @pytest.mark.parametrize("kind", ["framework", "keras"])
+@pytest.mark.kernels
 def test_distillation_trainer_without_teacher_on_each_kind(framework, kind, tabular_digits):
     if kind == "keras" and framework != "tensorflow":
         pytest.skip("KerasClassifier runs on TensorFlow")
@@ -85,6 +87,7 @@ def test_distillation_trainer_without_teacher_on_each_kind(framework, kind, tabu
 
 
 @pytest.mark.parametrize("student_kind", ["framework", "keras"])
+@pytest.mark.kernels
 def test_transformer_from_blackbox_teacher_into_each_kind(framework, student_kind, blackbox_classifier, tabular_digits):
     """ART's call ``transformer(x, transformed_classifier)`` with a query-only teacher, at ART's T = 1."""
     if student_kind == "keras" and framework != "tensorflow":
@@ -122,6 +125,7 @@ def test_teacher_factory_is_used(framework, tabular_digits):
 
 
 @pytest.mark.only_with_framework("tensorflow")
+@pytest.mark.kernels
 def test_uncloneable_keras_model_gets_advice_then_factory_works(tabular_digits):
     import keras
     import tensorflow as tf

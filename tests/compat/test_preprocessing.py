@@ -81,6 +81,7 @@ def test_fit_time_defence_applied_to_each_batch_as_art_fit(framework, tabular_di
     np.testing.assert_allclose(ops.to_numpy(ops.forward(clf, ops.asarray(x))), clf.predict(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.kernels
 def test_trainers_accept_defended_classifiers(kind, framework, tabular_digits):
     (x_train, y_train), (x_test, y_test) = tabular_digits
     # ART supports one numpy defence per framework classifier; GaussianAugmentation only applies at fit time.
