@@ -167,3 +167,59 @@ class _Handler(BaseHTTPRequestHandler):
             if not counted_out:
                 with srv.lock:
                     srv.in_flight -= 1
+
+
+class CannedServer(ThreadingHTTPServer):
+    """
+    Answers every request with what ``routes[(method, path)]`` holds: ``(status, headers, body)`` (404 otherwise);
+    ``posts`` counts the POST requests received. For answers no real server should give.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, routes):
+        super().__init__(("127.0.0.1", 0), _CannedHandler)
+        self.routes = dict(routes)
+        self.posts = 0
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
+
+
+class _CannedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, method):
+        if method == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.server.posts += 1
+        status, headers, body = self.server.routes.get((method, self.path), (404, {}, b'{"error": "not found"}'))
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def do_GET(self):
+        self._answer("GET")
+
+    def do_POST(self):
+        self._answer("POST")

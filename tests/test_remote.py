@@ -180,3 +180,144 @@ def test_dfme_against_the_endpoint_matches_the_in_process_victim(framework, serv
     assert remote.requests_sent == server.answered // 16  # one request per batch of 16, two in flight per step
     for a, b in zip(local_weights, remote_weights):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- the Open Inference Protocol v2 and TF Serving
+@pytest.fixture
+def served():
+    """art-ext serve's server (three protocols) over the numpy victim."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    from art_ext.estimators.serving import serve_in_thread
+
+    model = LinearVictim(SHAPE)
+    srv = serve_in_thread(BlackBoxClassifier(model, SHAPE, 10, clip_values=(0.0, 1.0)), model_name="linear")
+    srv.model = model
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize(
+    "path, kwargs, protocol, payload",
+    [
+        ("/v2/models/linear", {}, "v2", "binary"),  # the server offers binary_tensor_data: from_url takes it
+        ("/v2/models/linear/versions/1", {"payload": "json"}, "v2", "json"),
+        ("/v1/models/linear", {}, "tfserving", "json"),
+        ("", {"payload": "npy"}, "native", "npy"),
+    ],
+)
+def test_from_url_needs_nothing_else_on_every_protocol(served, path, kwargs, protocol, payload):
+    clf = RemoteClassifier.from_url(served.url + path, batch_size=16, concurrency=2, **kwargs)
+    assert (clf.protocol, clf.payload, clf.input_shape, clf.nb_classes) == (protocol, payload, SHAPE, 10)
+    if protocol == "v2":
+        assert clf.input_name == "input-0" and clf.output_name is None and clf.input_datatype == "FP32"
+    x = _x(40)
+    out = clf.predict(x)
+    np.testing.assert_allclose(out, _expected(served, x, 16), rtol=1e-6, atol=1e-7)
+    if payload in ("binary", "npy"):
+        np.testing.assert_array_equal(out, _expected(served, x, 16))  # raw float32 both ways: exact
+    assert clf.queries_answered == clf.queries_sent == served.answered == 40 and clf.requests_sent == 3
+
+
+def test_protocol_arguments_are_checked_before_any_request(served):
+    url = served.url + "/v2/models/linear"
+    for kwargs, match in [
+        ({}, "input_name"),
+        ({"input_name": "x", "payload": "npy"}, "payload"),
+        ({"input_name": "x", "input_datatype": "INT8"}, "input_datatype"),
+        ({"input_name": "x", "url": url + "/infer"}, "without /infer"),
+        ({"input_name": "x", "protocol": "grpc"}, "protocol"),
+        ({"protocol": "tfserving"}, "/v1/models/NAME"),
+    ]:
+        args = {"url": url, "input_shape": SHAPE, "nb_classes": 10, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            RemoteClassifier(**args)
+    assert served.answered == 0 and served.requests == 0
+    with pytest.raises(RemoteQueryError, match="HTTP 404"):
+        RemoteClassifier.from_url(served.url + "/v2/models/other")
+    with pytest.raises(RemoteQueryError, match="stats"):
+        RemoteClassifier(url, SHAPE, 10, input_name="input-0").stats()
+
+
+def _v2_answer(data, shape, datatype="FP32", name="out"):
+    import json
+
+    return json.dumps(
+        {"model_name": "m", "outputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+    )
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (_v2_answer([float("nan")] + [0.1] * 19, [2, 10]), "NaN"),
+        (_v2_answer([float("inf")] + [0.1] * 19, [2, 10]), "NaN or infinite"),
+        (_v2_answer([0.1] * 18, [2, 9]), r"shape \[2, 9\], expected \[2, 10\]"),
+        (_v2_answer([0.1] * 10, [1, 10]), r"shape \[1, 10\], expected \[2, 10\]"),
+        (_v2_answer(["0.1"] * 20, [2, 10]), "string"),
+        (_v2_answer([0.1] * 20, [2, 10], "BYTES"), "real number type"),
+        (_v2_answer([0.1] * 19, [2, 10]), "do not fill"),
+        ('{"outputs": [{"name": "a", "shape": [2, 10], "datatype": "FP32", "data": []}, {"name": "b"}]}', "2 outputs"),
+        ("[" * 50_000 + "]" * 50_000, "nested"),
+        ("not json", "not valid JSON"),
+        ('{"predictions": [[0.1]]}', 'no "outputs"'),
+    ],
+)
+def test_malformed_v2_answers_are_refused_and_counted_once(body, match):
+    from _victim_server import CannedServer
+
+    with CannedServer({("POST", "/v2/models/m/infer"): (200, {}, body.encode())}) as srv:
+        clf = RemoteClassifier(srv.url + "/v2/models/m", SHAPE, 10, input_name="in", max_retries=2)
+        with pytest.raises(RemoteQueryError, match=match):
+            clf.predict(_x(2))
+        assert srv.posts == 1 and clf.queries_answered == clf.queries_sent == 2  # a malformed answer is not retried
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ('{"predictions": [[0.1, "x"], [0.2, 0.3]]}', "rectangular|string"),
+        ('{"predictions": [[0.1, 0.2], [0.2, 0.3]]}', r"shape \[2, 2\], expected \[2, 10\]"),
+        ('{"predictions": [[0.1] * 10]}', "not valid JSON"),
+        ('{"predictions": [{"a": [0.1], "b": [0.2]}, {"a": [0.1], "b": [0.2]}]}', "2 outputs"),
+        ('{"outputs": []}', 'no "predictions"'),
+        ('{"predictions": [[NaN, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}', "NaN"),
+    ],
+)
+def test_malformed_tfserving_answers_are_refused(body, match):
+    from _victim_server import CannedServer
+
+    with CannedServer({("POST", "/v1/models/m:predict"): (200, {}, body.encode())}) as srv:
+        clf = RemoteClassifier(srv.url + "/v1/models/m", SHAPE, 10, max_retries=2)
+        with pytest.raises(RemoteQueryError, match=match):
+            clf.predict(_x(2))
+        assert srv.posts == 1 and clf.queries_answered == 2
+
+
+def test_from_url_refuses_metadata_it_cannot_use():
+    import json
+
+    from _victim_server import CannedServer
+
+    def meta(inputs, outputs):
+        return (200, {}, json.dumps({"name": "m", "inputs": inputs, "outputs": outputs}).encode())
+
+    good_in = [{"name": "x", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    two_out = [
+        {"name": "p", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "f", "datatype": "FP32", "shape": [-1, 5]},
+    ]
+    routes = {
+        ("GET", "/v2/models/a"): meta([{"name": "x", "datatype": "UINT8", "shape": [-1, 8]}], two_out[:1]),
+        ("GET", "/v2/models/b"): meta(good_in, two_out),
+        ("GET", "/v2/models/c"): meta([{"name": "x", "datatype": "FP32", "shape": [-1, -1, 8]}], two_out[:1]),
+        ("GET", "/v2/models/d"): (200, {}, b'{"inputs": 3}'),
+    }
+    with CannedServer(routes) as srv:
+        for name, match in [("a", "UINT8"), ("b", "output_name="), ("c", "input_shape="), ("d", "no input")]:
+            with pytest.raises(ValueError, match=match):
+                RemoteClassifier.from_url(f"{srv.url}/v2/models/{name}")
+        clf = RemoteClassifier.from_url(f"{srv.url}/v2/models/b", output_name="f")
+        assert clf.nb_classes == 5 and clf.payload == "json" and clf.input_shape == SHAPE  # no GET /v2: JSON tensors
+        assert srv.posts == 0

@@ -2,21 +2,15 @@
 A classifier behind an HTTP endpoint, as an ART ``BlackBoxClassifier``: batched, concurrent, rate-limited requests
 with timeouts, retries and exact accounting of what the endpoint answered.
 
-Wire protocol (served by ``art-ext serve``):
-
-- ``POST /predict`` with ``Content-Type: application/json`` and body ``{"inputs": [...], "shape": [n, ...]}``
-  (nested lists of float32 values), answered by ``{"outputs": [...], "shape": [n, nb_classes]}``; or with
-  ``Content-Type: application/x-npy`` and a ``.npy`` body, answered by a ``.npy`` body of shape ``(n, nb_classes)``.
-- ``GET /info``: ``{"input_shape": [...], "nb_classes": K, "clip_values": [lo, hi] or null}``.
-- ``GET /stats``: ``{"answered": N}``, the number of inputs the endpoint has answered so far.
-
-Only the standard library is used for HTTP (``http.client``).
+Protocols (:mod:`art_ext.estimators.classification.protocols`): ``art-ext serve``'s own (``POST /predict``, JSON or
+``.npy``; ``GET /info``, ``GET /stats``), the Open Inference Protocol v2 of KServe, Triton, MLServer and Seldon
+(``POST /v2/models/NAME/infer``, JSON tensors or binary tensor data) and TF Serving's REST API
+(``POST /v1/models/NAME:predict``). Only the standard library is used for HTTP (``http.client``).
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import socket
 import threading
@@ -29,7 +23,17 @@ import numpy as np
 from art.estimators.classification.blackbox import BlackBoxClassifier
 from art.estimators.classification.classifier import Classifier
 
-from art_ext.estimators.wire import JSON_TYPE, NPY_TYPE, decode_array, encode_array, media_type
+from art_ext.estimators.classification.protocols import (
+    PAYLOADS,
+    PROTOCOLS,
+    RemoteQueryError,
+    detect_protocol,
+    get_json,
+    make_protocol,
+    read_metadata,
+)
+from art_ext.estimators.classification.protocols import post as http_post
+from art_ext.estimators.classification.protocols import retry_after as read_retry_after
 from art_ext.utils.checks import check_finite, check_positive
 
 if TYPE_CHECKING:
@@ -45,15 +49,6 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Failures of the transport (no HTTP status came back): retried.
 _TRANSPORT_ERRORS = (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException, OSError)
-
-
-class RemoteQueryError(RuntimeError):
-    """A request the endpoint refused, answered with something malformed, or that failed after every retry."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        #: The last HTTP status received, ``None`` when the last attempt got no HTTP answer at all.
-        self.status = status
 
 
 class RequestCallbacks:
@@ -97,6 +92,10 @@ class RemoteClassifier(BlackBoxClassifier):
         "rate_limit",
         "payload",
         "headers",
+        "protocol",
+        "input_name",
+        "output_name",
+        "input_datatype",
     ]
 
     def __init__(
@@ -117,10 +116,15 @@ class RemoteClassifier(BlackBoxClassifier):
         rate_limit: float | None = None,
         payload: str = "json",
         headers: dict[str, str] | None = None,
+        protocol: str = "auto",
+        input_name: str | None = None,
+        output_name: str | None = None,
+        input_datatype: str = "FP32",
     ) -> None:
         """
-        :param url: Base address of the endpoint, e.g. ``http://127.0.0.1:8000`` (``/predict``, ``/info`` and
-                    ``/stats`` are appended).
+        :param url: Address of the endpoint: ``http://host:port`` for ``art-ext serve``'s protocol (``/predict``,
+                    ``/info`` and ``/stats`` are appended), ``http://host:port/v2/models/NAME`` for the Open Inference
+                    Protocol (``/infer``), ``http://host:port/v1/models/NAME`` for TF Serving (``:predict``).
         :param input_shape: Shape of one input sample, as the endpoint expects it.
         :param nb_classes: Number of classes the endpoint scores.
         :param clip_values: Tuple ``(min, max)`` of the input range, or ``None``.
@@ -134,8 +138,16 @@ class RemoteClassifier(BlackBoxClassifier):
         :param backoff: Seconds before the first retry; doubled at each further one.
         :param max_backoff: Longest wait between two attempts, in seconds.
         :param rate_limit: Most requests started per second (retries included), ``None`` for no limit.
-        :param payload: ``"json"`` or ``"npy"`` (raw ``.npy`` bodies, smaller and faster).
+        :param payload: ``"json"`` or, for ``art-ext serve``'s protocol, ``"npy"`` (raw ``.npy`` bodies, smaller and
+                        faster), for the Open Inference Protocol ``"binary"`` (the binary tensor data extension).
         :param headers: Extra HTTP headers sent with every request (e.g. ``{"Authorization": "Bearer ..."}``).
+        :param protocol: ``"native"``, ``"v2"``, ``"tfserving"`` or ``"auto"`` (from the path of `url`: ``/v2/models/``
+                         or ``/v1/models/``, else native).
+        :param input_name: Name of the model's input (required by the Open Inference Protocol; :meth:`from_url`
+                           reads it).
+        :param output_name: Output holding the scores, when the model has several (``None``: the only one).
+        :param input_datatype: Open Inference Protocol datatype the inputs are sent as: ``"FP32"``, ``"FP16"`` or
+                               ``"FP64"``.
         """
         super().__init__(
             predict_fn=self._predict_batch,
@@ -156,6 +168,10 @@ class RemoteClassifier(BlackBoxClassifier):
         self.rate_limit = rate_limit
         self.payload = payload
         self.headers = dict(headers or {})
+        self.protocol = detect_protocol(url) if protocol == "auto" and isinstance(url, str) else protocol
+        self.input_name = input_name
+        self.output_name = output_name
+        self.input_datatype = input_datatype
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self.reset_counters()
@@ -165,31 +181,36 @@ class RemoteClassifier(BlackBoxClassifier):
     @classmethod
     def from_url(cls, url: str, timeout: float = 30.0, headers: dict[str, str] | None = None, **kwargs):
         """
-        Build a classifier from the endpoint's ``GET /info`` (input shape, number of classes, clip values).
+        Build a classifier from the endpoint's metadata: ``GET /info`` for ``art-ext serve``'s protocol,
+        ``GET /v2/models/NAME`` (input name, shape and datatype, output, and the server's ``GET /v2`` extensions:
+        binary tensors when offered) for the Open Inference Protocol, ``GET /v1/models/NAME/metadata`` for TF Serving.
 
-        :param url: Base address of the endpoint.
-        :param timeout: Seconds the ``/info`` request may block.
+        :param url: Address of the endpoint (see the constructor).
+        :param timeout: Seconds each metadata request may block.
         :param headers: Extra HTTP headers (also used for every later request).
-        :param kwargs: Any other constructor argument (`batch_size`, `concurrency`, ...).
+        :param kwargs: Any other constructor argument (`batch_size`, `concurrency`, `clip_values`, ...); the
+                       metadata does not override them.
         :return: A :class:`RemoteClassifier`.
+        :raises RemoteQueryError: When the metadata cannot be read.
+        :raises ValueError: When it does not say what is needed (the message names the argument to pass).
         """
-        info = _get_json(url, "/info", timeout, headers)
-        try:
-            input_shape = tuple(int(d) for d in info["input_shape"])
-            nb_classes = int(info["nb_classes"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise RemoteQueryError(f"{url}/info must give `input_shape` and `nb_classes`, got {info!r}.") from err
-        clip = info.get("clip_values")
-        kwargs.setdefault("clip_values", None if clip is None else (float(clip[0]), float(clip[1])))
-        return cls(url, input_shape, nb_classes, timeout=timeout, headers=headers, **kwargs)
+        protocol = kwargs.pop("protocol", "auto")
+        protocol = detect_protocol(url) if protocol == "auto" else protocol
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"`protocol` must be one of {PROTOCOLS} or 'auto', got {protocol!r}.")
+        args = read_metadata(url, protocol, timeout, headers, **kwargs)
+        return cls(url, timeout=timeout, headers=headers, protocol=protocol, **args)
 
     def stats(self) -> dict[str, Any]:
         """
-        The endpoint's ``GET /stats`` (``{"answered": N}``: inputs it has answered so far).
+        The endpoint's ``GET /stats`` (``{"answered": N}``: inputs it has answered so far); ``art-ext serve``'s
+        protocol only (the Open Inference Protocol and TF Serving have no such count).
 
         :return: The decoded JSON object.
         """
-        return _get_json(self.url, "/stats", self.timeout, self.headers)
+        if self.protocol != "native":
+            raise RemoteQueryError(f"GET /stats is part of art-ext serve's protocol only, not of {self.protocol!r}.")
+        return get_json(self.url, "/stats", self.timeout, self.headers)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.estimator_params if k not in ("headers",))
@@ -212,8 +233,17 @@ class RemoteClassifier(BlackBoxClassifier):
         parts = urllib.parse.urlsplit(self.url) if isinstance(self.url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"`url` must be an http:// or https:// address, got {self.url!r}.")
-        if parts.path.rstrip("/").endswith("/predict"):
-            raise ValueError(f"`url` must be the endpoint's base address, without /predict: got {self.url!r}.")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"`protocol` must be one of {PROTOCOLS} or 'auto', got {self.protocol!r}.")
+        path = parts.path.rstrip("/")
+        suffix = next((e for e in ("/predict", "/infer", ":predict") if path.endswith(e)), None)
+        if suffix is not None:
+            raise ValueError(
+                f"`url` must be the endpoint's base address (or model address), without {suffix}: {self.url!r}."
+            )
+        if detect_protocol(self.url) != self.protocol and self.protocol != "native":
+            expected = "/v2/models/NAME" if self.protocol == "v2" else "/v1/models/NAME"
+            raise ValueError(f"`url` must end with {expected} for protocol {self.protocol!r}, got {self.url!r}.")
         if parts.query or parts.fragment:
             raise ValueError(f"`url` must not carry a query string or fragment, got {self.url!r}.")
         if not self._input_shape or any(not isinstance(d, (int, np.integer)) or d < 1 for d in self._input_shape):
@@ -228,8 +258,17 @@ class RemoteClassifier(BlackBoxClassifier):
         check_positive(self.max_backoff, "max_backoff", allow_zero=True)
         if self.rate_limit is not None:
             check_positive(self.rate_limit, "rate_limit")
-        if self.payload not in ("json", "npy"):
-            raise ValueError(f'`payload` must be "json" or "npy", got {self.payload!r}.')
+        if self.payload not in PAYLOADS[self.protocol]:
+            raise ValueError(
+                f"`payload` must be one of {PAYLOADS[self.protocol]} for {self.protocol!r}: {self.payload!r}."
+            )
+        if self.protocol == "v2" and not (isinstance(self.input_name, str) and self.input_name):
+            raise ValueError("`input_name` is required by the Open Inference Protocol: pass it, or use from_url.")
+        if self.input_datatype not in ("FP16", "FP32", "FP64"):
+            raise ValueError(f'`input_datatype` must be "FP16", "FP32" or "FP64", got {self.input_datatype!r}.')
+        self._protocol = make_protocol(
+            self.protocol, self.payload, self.input_name, self.output_name, self.input_datatype
+        )
         if not isinstance(self.headers, dict):
             raise TypeError(f"`headers` must be a dict of strings, got {type(self.headers).__name__}.")
 
@@ -295,7 +334,7 @@ class RemoteClassifier(BlackBoxClassifier):
     ) -> np.ndarray:
         """Send one batch, retrying; return its outputs."""
         n = len(xb)
-        body, ctype = _encode(xb, self.payload)
+        body, request_headers = self._protocol.encode(xb)
         attempt = 0
         while True:
             if abort.is_set():
@@ -308,7 +347,9 @@ class RemoteClassifier(BlackBoxClassifier):
                 self.requests_sent += 1
             status, retry_after = None, None
             try:
-                status, resp_headers, data = self._post(body, ctype)
+                status, resp_headers, data = http_post(
+                    self.url, self._protocol.path, body, {**request_headers, **self.headers}, self.timeout
+                )
             except _TRANSPORT_ERRORS as err:
                 failure = f"{type(err).__name__}: {err}"
             else:
@@ -323,12 +364,12 @@ class RemoteClassifier(BlackBoxClassifier):
                     callbacks.after_refusal(index, n, attempt, status)
                 message = data[:300].decode("utf-8", "replace")
                 if status not in RETRY_STATUSES:
-                    raise RemoteQueryError(f"{self.url}/predict refused the request: HTTP {status}: {message}", status)
+                    raise RemoteQueryError(f"{self._where} refused the request: HTTP {status}: {message}", status)
                 failure = f"HTTP {status}: {message}"
-                retry_after = _retry_after(resp_headers)
+                retry_after = read_retry_after(resp_headers)
             if attempt >= self.max_retries:
                 raise RemoteQueryError(
-                    f"{self.url}/predict failed {attempt + 1} time(s) for a batch of {n}; last failure: {failure}",
+                    f"{self._where} failed {attempt + 1} time(s) for a batch of {n}; last failure: {failure}",
                     status,
                 )
             delay = min(self.max_backoff, self.backoff * 2**attempt)
@@ -351,67 +392,18 @@ class RemoteClassifier(BlackBoxClassifier):
         if slot > now:
             time.sleep(slot - now)
 
-    def _post(self, body: bytes, ctype: str) -> tuple[int, dict[str, str], bytes]:
-        parts = urllib.parse.urlsplit(self.url)
-        conn = _connection(parts, self.timeout)
-        try:
-            headers = {"Content-Type": ctype, "Accept": ctype, "Content-Length": str(len(body)), **self.headers}
-            conn.request("POST", parts.path.rstrip("/") + "/predict", body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        finally:
-            conn.close()
+    @property
+    def _where(self) -> str:
+        return self.url.rstrip("/") + self._protocol.path
 
     def _decode(self, data: bytes, headers: dict[str, str], n: int) -> np.ndarray:
         with self._lock:
             self.queries_answered += n  # the endpoint answered, even if what it sent turns out malformed
-        expected = (n, self.nb_classes)
         try:
-            kind = NPY_TYPE if media_type(headers.get("content-type")) == NPY_TYPE else JSON_TYPE
-            out = decode_array(data, kind, "outputs")
+            out = self._protocol.decode(data, headers, (n, self.nb_classes))
         except (ValueError, KeyError, TypeError) as err:
-            raise RemoteQueryError(f"{self.url}/predict answered a malformed body: {err}") from err
+            raise RemoteQueryError(f"{self._where} answered a malformed body: {err}") from None
         out = np.asarray(out, dtype=np.float32)
-        if out.shape != expected:
-            raise RemoteQueryError(f"{self.url}/predict answered shape {out.shape}, expected {expected}.")
         if not np.all(np.isfinite(out)):
-            raise RemoteQueryError(f"{self.url}/predict answered NaN or infinite scores.")
+            raise RemoteQueryError(f"{self._where} answered NaN or infinite scores.")
         return out
-
-
-def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
-    if parts.scheme == "https":
-        return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-
-
-def _encode(x: np.ndarray, payload: str) -> tuple[bytes, str]:
-    ctype = NPY_TYPE if payload == "npy" else JSON_TYPE
-    return encode_array(x, ctype, "inputs"), ctype
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    try:
-        return max(0.0, float(headers.get("retry-after", "")))
-    except ValueError:
-        return None
-
-
-def _get_json(url: str, path: str, timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"`url` must be an http:// or https:// address, got {url!r}.")
-    conn = _connection(parts, timeout)
-    try:
-        conn.request("GET", parts.path.rstrip("/") + path, headers={"Accept": JSON_TYPE, **(headers or {})})
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise RemoteQueryError(f"GET {url}{path} answered HTTP {resp.status}.", resp.status)
-    try:
-        return json.loads(data.decode("utf-8"))
-    except ValueError as err:
-        raise RemoteQueryError(f"GET {url}{path} answered malformed JSON: {err}") from err
