@@ -29,6 +29,13 @@ Run by hand (not by CI); needs the MNIST IDX files in ``$ART_EXT_DATA/mnist`` or
     python benchmarks/dfme_mnist.py --budget 200000 --resume \
         --thieves art_ext-pytorch+reverse_sigmoid,art_ext-pytorch+rounded,knockoff-noise
 
+The ablation of the paper's Sec. 5 (``benchmarks/dfme_ablation.py``: loss, zeroth-order directions m, the
+generator's share of queries, the error of logit recovery against the victim's true logits), art_ext's PyTorch thief
+for every ``--seeds`` x ``--loss`` x ``--directions``, into ``benchmarks/results/dfme_mnist_ablation_<budget>.json``::
+
+    python benchmarks/dfme_mnist.py --ablation --budget 200000 --seeds 0,1,2 --resume
+    python benchmarks/dfme_mnist.py --ablation --budget 200000 --loss l1,kl --directions 1,2,5,10 --resume
+
 Writes ``benchmarks/results/dfme_mnist_<budget>.json`` (numbers, command, versions, seed, wall time, machine) and
 prints a markdown table. ``--resume`` skips thieves already finished in that file (each thief's result is written as
 soon as it finishes).
@@ -308,6 +315,27 @@ def table(rows) -> str:
     return markdown_table(headers, body, floatfmt=".3f")
 
 
+def ablation(parser, args, command_argv) -> int:
+    """Check the ablation's options (before anything is trained or queried), then run it."""
+    from dfme_ablation import check_loss, run_ablation
+
+    args.seeds = args.seeds if args.seeds is not None else str(args.seed)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        directions = [int(m) for m in args.directions.split(",")]
+    except ValueError:
+        parser.error("--seeds and --directions take comma-separated integers, e.g. --directions 1,2,5,10")
+    if min(directions) < 1 or min(seeds) < 0 or args.budget < 256 * (max(directions) + 6):
+        parser.error("--directions must be positive, --seeds non-negative, --budget at least one round, 256 * (m + 6)")
+    for loss in args.loss.split(","):
+        refused = check_loss(loss.strip())
+        if refused:
+            parser.error(f"--loss {loss}: the attack refuses it: {refused}")
+    if args.thieves != ",".join(THIEVES):
+        parser.error("--ablation runs art_ext's PyTorch thief only: drop --thieves")
+    return run_ablation(args, command_argv)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=200_000, help="victim queries per thief (paper: 2M)")
@@ -319,8 +347,16 @@ def main(argv=None) -> int:
     parser.add_argument("--knockoff-epochs", type=int, default=10, help="training epochs of knockoff-noise")
     parser.add_argument("--knockoff-batch", type=int, default=256, help="training batch size of knockoff-noise")
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/dfme_mnist_<budget>.json)")
-    parser.add_argument("--resume", action="store_true", help="keep the thieves already in the result file")
+    parser.add_argument("--resume", action="store_true", help="keep the thieves (ablation runs) already in the file")
+    parser.add_argument("--ablation", action="store_true", help="the loss / directions ablation (dfme_ablation.py)")
+    parser.add_argument("--loss", default="l1", help="with --ablation: comma-separated losses of the attack (l1, kl)")
+    parser.add_argument("--directions", default="1", help="with --ablation: comma-separated zeroth-order directions m")
+    parser.add_argument("--seeds", default=None, help="with --ablation: comma-separated seeds (default --seed)")
     args = parser.parse_args(argv)
+    if args.ablation:
+        return ablation(parser, args, sys.argv if argv is None else ["benchmarks/dfme_mnist.py", *argv])
+    if args.loss != "l1" or args.directions != "1" or args.seeds is not None:
+        parser.error("--loss, --directions and --seeds go with --ablation")
     thieves = [t.strip() for t in args.thieves.split(",") if t.strip()]
     unknown = sorted(set(thieves) - set(THIEVES))
     if unknown or args.budget < 7 * 256:

@@ -1,4 +1,5 @@
-"""benchmarks/dfme_mnist.py's extra thieves: ART's postprocessing defences on the victim, KnockoffNets on noise."""
+"""benchmarks/dfme_mnist.py's extra thieves (ART's postprocessing defences on the victim, KnockoffNets on noise) and its
+ablation (benchmarks/dfme_ablation.py: the generator's share of queries, the error of logit recovery)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,63 @@ def test_table_renders_rows_written_before_the_defence_columns(bench):
     old.update({f"{k}_to_{lv:.2f}x": None for k in ("queries", "seconds") for lv in bench.LEVELS})
     text = bench.table([old, dict(old, thief="defended", defended_victim_accuracy=0.9)])
     assert "victim (defended) acc" in text and "| defended | 10 | 0.980 | 0.900 |" in text
+
+
+@torch_only
+def test_ablation_options_refused_before_anything_is_spent(bench, capsys):
+    with pytest.raises(SystemExit):  # the attack's losses are l1 and kl: its own message, nothing trained
+        bench.main(["--ablation", "--loss", "l1,ce", "--out", os.devnull])
+    err = capsys.readouterr().err
+    assert "--loss ce" in err and "'l1', 'kl'" in err
+    for argv in (["--ablation", "--directions", "0"], ["--loss", "kl"], ["--ablation", "--thieves", "reference"]):
+        with pytest.raises(SystemExit):
+            bench.main([*argv, "--out", os.devnull])
+        assert "--" in capsys.readouterr().err
+
+
+@torch_only
+def test_probe_counts_the_generators_queries_and_measures_logit_recovery(bench):
+    from dfme_ablation import QueryProbe, whole_batch_victim
+
+    from art_ext.attacks.extraction import DataFreeModelExtraction
+    from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
+
+    logits, victim, x_test, y_test = _victim()
+    student = make_classifier(build_model("lenet5", "pytorch", seed=1), input_shape=ARCHITECTURES["lenet5"][0])
+    generator = make_generator(build_generator("generator_28x28", "pytorch", seed=2))
+    meter = bench.Meter(lambda: 0.5, 10**9, 1.0)
+    probe = QueryProbe(logits, 256, 1e-6, "mean")
+    budget = 2 * 256 * (3 + 5)  # two rounds at m=2: one generator step of 256 * 3 queries, five student steps
+    attack = DataFreeModelExtraction(
+        whole_batch_victim(victim, meter, probe), generator, max_queries=budget, n_directions=2, verbose=False
+    )
+    attack.extract(thieved_classifier=student)
+    summary = probe.summary()
+    assert attack.queries_used == meter.queries == budget
+    assert summary["generator_queries"] == 2 * 256 * 3 and summary["generator_share"] == 0.375
+    # an untrained victim's probabilities stay far above the floor: the recovery is exact up to float32 rounding
+    assert summary["probed_queries"] > 0 and summary["floored_share"] == 0.0
+    assert summary["logit_mae"] < 1e-4
+
+
+def test_probe_logit_error_is_the_probability_floors(bench):
+    from dfme_ablation import QueryProbe
+
+    z = np.zeros((4, 10))
+    z[:, 0] = 30.0  # the other classes' probabilities (about 1e-13) fall under the floor 1e-6
+
+    class Logits:
+        def predict(self, x, batch_size=None):
+            return z[: len(x)]
+
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    probe = QueryProbe(Logits(), 2, 1e-6, "mean")
+    probe(np.zeros((4, 1, 28, 28)), p)  # 4 > 2 inputs in one call: a generator step's
+    recovered = np.log(np.maximum(p, 1e-6))
+    recovered -= recovered.mean(1, keepdims=True)
+    expected = np.abs(recovered - (z - z.mean(1, keepdims=True))).mean()
+    summary = probe.summary()
+    assert summary["generator_share"] == 1.0 and summary["floored_share"] == 1.0
+    assert summary["logit_mae"] == pytest.approx(expected, abs=1e-4) and summary["logit_mae"] > 2.5
+    assert summary["logit_rel_error"] == pytest.approx(expected * 10 / (27 + 9 * 3), abs=1e-4)

@@ -31,131 +31,160 @@ def _write(folder, name, data):
         json.dump(data, f)
 
 
-def test_render_tables_plots_and_targets(tmp_path, render):
+def _lmt(seed, verified, epochs=60, architecture="lipschitz_mlp", curve=True):
+    config = {"architecture": architecture, "c": 1.58, "epochs": epochs, "seed": seed, "no_plain": seed > 0}
+    row = {"key": "lmt", "training": "LMT c=1.58", "clean": 0.9, "verified_1.58": verified}
+    if curve:
+        row["certified_curve"] = [{"radius": 0.0, "accuracy": 0.9}, {"radius": 1.58, "accuracy": verified}]
+    paper = {"citation": "Tsuzuku et al. 2018", "verified_at_1.58": {"LMT (reproduced)": 0.406, "GloRo": 0.628}}
+    return {
+        "benchmark": "lmt_mnist",
+        "complete": True,
+        "quick": False,
+        "seed": seed,
+        "config": config,
+        "setting": f"MNIST, {architecture}, {epochs} epochs",
+        "paper": paper,
+        "rows": [row],
+        "command": f"python benchmarks/lmt_mnist.py --data /some/where/data --epochs {epochs} --seed {seed}",
+        "machine": {"cpu_count": 2, "gpu": None},
+        "wall_s": 12.5,
+    }
+
+
+def _glance(text):
+    """The rows of the at-a-glance table: {target: [ours, seeds, paper, verdict]}."""
+    table = text.split("At a glance")[1].split("The papers' figures")[0]
+    rows = {}
+    for block in table.split("   * - ")[2:]:
+        cells = [c.strip() for c in block.split("\n     - ")]
+        rows[cells[0]] = [c.split("\n\n")[0] for c in cells[1:]]
+    return rows
+
+
+def _tables(text):
+    """Every list-table of the page as its list of rows, each a list of cells."""
+    tables = []
+    for part in text.split(".. list-table::")[1:]:
+        body = part.split("\n\n", 2)[1] if ":widths:" not in part.split("\n\n")[0] else part.split("\n\n", 2)[1]
+        rows = [[c.strip() for c in r.split("\n     - ")] for r in body.split("   * - ")[1:]]
+        tables.append(rows)
+    return tables
+
+
+LMT = "LMT: verified accuracy at l2 1.58 above the reproduced LMT"
+GLORO = "State of the art: GloRo's verified accuracy at l2 1.58"
+
+
+def test_one_row_per_target_mean_and_spread_over_seeds(tmp_path, render):
     results, docs = tmp_path / "results", tmp_path / "docs"
     results.mkdir()
     docs.mkdir()
-    _write(
-        results,
-        "lmt_mnist",
-        {
-            "benchmark": "lmt_mnist",
-            "command": "python benchmarks/lmt_mnist.py --data /some/where/data --epochs 3",
-            "quick": False,
-            "complete": True,
-            "seed": 0,
-            "wall_s": 12.5,
-            "machine": {"cpu_count": 2, "gpu": None},
-            "versions": {"python": "3.11", "numpy": "2.0"},
-            "paper": {"citation": "Tsuzuku et al. 2018", "verified_at_1.58": {"LMT (reproduced)": 0.406}},
-            "notes": "a note",
-            "speedup": 7.25,
-            "rows": [
-                {
-                    "key": "lmt",
-                    "training": "LMT c=1.58",
-                    "clean": 0.91234,
-                    "verified_1.58": 0.5,
-                    "certified_curve": [{"radius": 0.0, "accuracy": 0.9}, {"radius": 1.58, "accuracy": 0.5}],
-                },
-                {"key": "tightness/lmt", "table": "tightness chain", "model": "LMT", "(D)/(C)": 1.75},
-            ],
-        },
-    )
-    # The DFME helper's format: a "curve" of {"queries", "ratio"} and no paper/quick keys.
-    _write(
-        results,
-        "dfme_mnist",
-        {
-            "benchmark": "dfme_mnist",
-            "command": "python benchmarks/dfme_mnist.py",
-            "seed": 1,
-            "wall_s": 3.0,
-            "machine": {"cpu_count": 2},
-            "rows": [
-                {
-                    "budget": 1000,
-                    "ratio": 0.42,
-                    "curve": [{"queries": 10, "ratio": 0.1}, {"queries": 1000, "ratio": 0.42}],
-                }
-            ],
-        },
-    )
-    _write(
-        results,
-        "vat_mnist_quick",
-        {
-            "benchmark": "vat_mnist",
-            "command": "python benchmarks/vat_mnist.py --quick",
-            "quick": True,
-            "complete": False,
-            "rows": [
-                {"key": "VAT/labels=100", "method": "VAT", "labels": 100, "error": 0.3},
-                {"key": "VAT/labels=1000", "method": "VAT", "labels": 1000, "error": 0.1},
-            ],
-        },
-    )
+    # an early small run (another configuration, one seed, 0.0%) and a three-seed configuration
+    _write(results, "lmt_mnist", _lmt(0, 0.0, epochs=15, architecture="gloro_small"))
+    for seed, v in ((0, 0.44), (1, 0.43), (2, 0.45)):
+        _write(results, f"lmt_mnist_mlp_s{seed}", _lmt(seed, v))
     text = render(str(results), str(docs / "results.rst"))
     assert text == (docs / "results.rst").read_text()
-    # one section per file, in the page's order (LMT before VAT before DFME)
-    assert text.index("Lipschitz-margin training") < text.index("VAT: MNIST") < text.index("DFME")
-    # the rows' numbers, formatted, with the paper's anchor beside them
-    assert "     - 0.9123" in text and "   * - LMT c=1.58" in text and "0.406" in text
-    # the command, without the machine's data path
-    assert "ART_EXT_DATA=<data root> python benchmarks/lmt_mnist.py --epochs 3" in text
+    glance = _glance(text)
+    # one row per target, the three-seed configuration: mean, spread, seeds, the paper's number, the verdict
+    assert glance[LMT] == ["44.0% (43.0% to 45.0%); clean 90.0%", "0, 1, 2", "40.6% (LMT, Lee et al. 2020)", "met"]
+    assert glance[GLORO][3] == "missed, by 18.8 points"
+    # the early small run is no target row: it is listed with the runs only
+    assert sum("verified accuracy at l2 1.58" in t for t in glance) == 2
+    top, runs = text.split("Runs behind the rows\n----")
+    assert not any(cells[0].startswith("0.0%") for cells in glance.values()) and "gloro_small" not in top
+    assert "lmt_mnist\n^^^^^^^^^" in runs and "gloro_small" in runs
+    # the commands, without the machine's data path, and the runs behind each target row named
+    assert "ART_EXT_DATA=<data root> python benchmarks/lmt_mnist.py --epochs 60 --seed 1" in text
     assert "/some/where" not in text
-    # rows naming a table go to a table of their own
-    assert "*tightness chain*:" in text and "     - 1.75" in text and "   * - table" not in text
-    # extra scalars, notes, run metadata, status of quick / incomplete runs
-    assert "speedup: 7.25" in text and "Notes: a note" in text and "2 CPU cores, GPU: none" in text
-    assert "**quick configuration**" in text and "**incomplete run**" in text
-    # the targets table: the LMT target met (0.5 > 0.406); the quick VAT run is not checked
-    assert "LMT verified accuracy at l2 1.58 > 40.6%" in text and "     - met" in text
-    assert "VAT, MNIST 100 labels" not in text
-    # plots written and referenced
-    for png in ("lmt_mnist_certified_curve.png", "dfme_mnist_curve.png", "vat_mnist_quick_error_vs_labels.png"):
-        assert_png(docs / "results" / png)
-        assert f".. image:: results/{png}" in text
+    assert "behind the target rows: LMT; State of the art" in text
+    # targets without any run say so
+    assert glance["VAT (plain), MNIST, 100 labels: test error at most 1.5%"][0] == "not run"
 
 
-def test_render_reports_missed_targets(tmp_path, render):
+def test_verdict_is_computed_from_the_json(tmp_path, render):
     results = tmp_path / "results"
     results.mkdir()
-    summary = [
-        {"method": "baseline", "eps": "auto", "seeds": 3, "mean_accuracy": 0.75},
-        {"method": "AT", "eps": 5.0, "seeds": 3, "mean_accuracy": 0.5},
-        {"method": "AT", "eps": 1.0, "seeds": 3, "mean_accuracy": 0.77},
-        {"method": "VAT", "eps": 1.0, "seeds": 3, "mean_accuracy": 0.74},
-    ]
-    data = {"benchmark": "vat_text", "config": {"eps": "1.0"}, "rows": [], "tables": {"summary": summary}}
-    _write(results, "vat_text", data)
-    text = render(str(results), str(tmp_path / "results.rst"))
-    assert "AT beats the baseline" in text and "     - met" in text
-    assert "missed (by 1.00% points)" in text
-    assert "77.00% vs 75.00%" in text  # the eps of the command, not the other eps of a sweep
-
-
-def test_render_averages_seeds_and_lists_earlier_commands(tmp_path, render):
-    results = tmp_path / "results"
-    results.mkdir()
-    for seed, v in ((0, 0.40), (1, 0.43), (2, 0.44)):
-        config = {"c": 1.58, "epochs": 30, "seed": seed, "no_plain": seed > 0}
-        rows = [{"key": "lmt", "training": "LMT c=1.58", "clean": 0.9, "verified_1.58": v}]
-        data = {"benchmark": "lmt_mnist", "complete": True, "config": config, "rows": rows, "command": f"s{seed}"}
-        _write(results, f"lmt_mnist_s{seed}", data)
-    # another configuration is not averaged in
-    other = {"c": 1.58, "epochs": 60, "seed": 0}
-    rows = [{"key": "lmt", "training": "LMT c=1.58", "clean": 0.9, "verified_1.58": 0.0}]
-    _write(results, "lmt_mnist_z", {"benchmark": "lmt_mnist", "complete": True, "config": other, "rows": rows})
-    vat = {"benchmark": "vat_mnist", "complete": True, "command": "python b.py --methods VAT+EntMin"}
-    vat["resumed_from"] = ["python b.py --methods VAT"]
-    vat["rows"] = [{"key": "v", "method": "VAT+EntMin", "labels": 100, "error": 0.0137}]
+    for seed, v in ((0, 0.40), (1, 0.41), (2, 0.40)):  # mean 40.33%: below the reproduced LMT's 40.6%
+        _write(results, f"lmt_s{seed}", _lmt(seed, v))
+    vat = {"benchmark": "vat_mnist", "complete": False, "config": {"epochs": 16}, "seed": 0}
+    vat["rows"] = [{"key": "v", "method": "VAT", "labels": 100, "error": 0.0149}]
     _write(results, "vat_mnist", vat)
+    glance = _glance(render(str(results), str(tmp_path / "results.rst")))
+    assert glance[LMT][0].startswith("40.3% (40.0% to 41.0%)") and glance[LMT][3] == "missed, by 0.3 points"
+    vat_row = glance["VAT (plain), MNIST, 100 labels: test error at most 1.5%"]
+    assert vat_row == ["1.49%", "0", "1.36% (VAT)", "met (run incomplete)"]
+
+
+def test_tables_fit_the_page_and_figures_are_drawn(tmp_path, render):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    docs.mkdir()
+    for seed in (0, 1):
+        _write(results, f"lmt_s{seed}", _lmt(seed, 0.42))
+    wide = {"key": "w", "model": "wide"} | {f"column {i}": i / 7 for i in range(15)}
+    long = "python benchmarks/fgsm_mnist.py " + " ".join(f"--option-{i} {i}" for i in range(20))
+    _write(results, "fgsm_mnist", {"benchmark": "fgsm_mnist", "command": long, "rows": [wide]})
+    curve = [{"epoch": e, "error": 0.1 / e} for e in range(1, 5)]
+    vat = {"benchmark": "vat_mnist", "complete": True, "config": {"epochs": 4}, "seed": 0}
+    vat["rows"] = [{"key": "v", "method": "VAT+EntMin", "labels": 100, "error": 0.025, "error_curve": curve}]
+    vat["rows"].append({"key": "v1000", "method": "VAT+EntMin", "labels": 1000, "error": 0.02})
+    _write(results, "vat_mnist", vat)
+    ratio = [{"queries": q, "ratio": q / 4000} for q in (1000, 2000, 4000)]
+    dfme = {"benchmark": "dfme_mnist", "seed": 0}
+    dfme["rows"] = [{"thief": "art_ext pytorch", "thief_key": "art_ext-pytorch", "queries": 4000, "curve": ratio}]
+    _write(results, "dfme_mnist_4000", dfme)
+    text = render(str(results), str(docs / "results.rst"))
+    tables = _tables(text)
+    assert tables and all(len(row) <= 7 for table in tables for row in table)  # MAX_COLUMNS
+    # the 16 columns of the wide row are all there, split over tables that each repeat the row's name
+    cells = [c for table in tables for row in table for c in row]
+    assert all(f"column {i}" in cells for i in range(15)) and cells.count("wide") == 3
+    # commands are wrapped: no code line runs off the page
+    code = [line for line in text.splitlines() if line.startswith("   ") and "--option-" in line]
+    assert len(code) > 2 and all(len(line) <= 90 for line in code)
+    assert "--option-19 19" in text
+    for png in ("lmt_verified_vs_radius", "vat_error_vs_epochs", "vat_error_vs_labels", "dfme_accuracy_vs_queries"):
+        assert_png(docs / "results" / f"{png}.png")
+        assert f".. image:: results/{png}.png" in text
+
+
+def test_dfme_ablation_table_from_the_ablation_files(tmp_path, render):
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def row(seed, loss, m, acc, share, budget=200_000):
+        curve = [{"queries": 1000, "ratio": acc / 2}, {"queries": budget, "ratio": acc}]
+        return {
+            "key": f"{loss}-m{m}-seed{seed}",
+            "seed": seed,
+            "loss": loss,
+            "n_directions": m,
+            "budget": budget,
+            "student_accuracy": acc,
+            "student_victim_ratio": acc,
+            "generator_share": share,
+            "logit_mae": 0.5,
+            "logit_rel_error": 0.1,
+            "floored_share": 0.25,
+            "curve": curve,
+        }
+
+    base = {"benchmark": "dfme_mnist_ablation_200000", "config": {"budget": 200000, "seeds": "0"}, "complete": True}
+    _write(results, "dfme_mnist_ablation_200000", dict(base, rows=[row(0, "l1", 1, 0.96, 2 / 7)]))
+    _write(results, "dfme_mnist_ablation_200000_seed1", dict(base, rows=[row(1, "l1", 1, 0.94, 2 / 7)]))
+    rows = [row(0, "kl", 1, 0.5, 2 / 7, 100_000), row(0, "l1", 10, 0.9, 11 / 16, 100_000)]
+    _write(results, "dfme_mnist_ablation_100000", {"benchmark": "dfme_mnist_ablation_100000", "rows": rows})
     text = render(str(results), str(tmp_path / "results.rst"))
-    assert "mean over 3 seeds" in text and "42.33% (min 40.00%, max 44.00%" in text
-    assert "missed (by 0.6% points)" in text  # the seed-0 file alone
-    assert "VAT+EntMin, MNIST 100 labels: test error <= 2%" in text
-    assert "Command of the last run" in text and "python b.py --methods VAT" in text.split("Earlier runs")[1]
+    ablation = text.split("DFME ablation: loss and zeroth-order directions")[1].split("Runs behind the rows\n----")[0]
+    assert "loss l1, m=1, 200k queries\n     - 0, 1\n     - 95.0% (94.0% to 96.0%) (0.950x)" in ablation
+    assert "loss l1, m=10, 100k queries" in ablation and "68.8%" in ablation  # the generator's share at m=10
+    assert "loss kl, m=1, 100k queries" in ablation and "0.500 (10.0%)" in ablation
+    # the main row of the targets: art_ext at 200k over both seeds, against the paper's loop (not run here)
+    glance = _glance(text)
+    main = glance["DFME on MNIST, 200k queries: student / victim accuracy at least the paper's loop"]
+    assert main[:2] == ["0.950x (0.940x to 0.960x)", "0, 1"] and main[3].startswith("missed")
 
 
 def test_render_empty_folder(tmp_path, render):

@@ -1,0 +1,330 @@
+"""
+The targets of the results page (``benchmarks/render_results.py``): one row per target, each computed from the
+result JSON files of ``benchmarks/results/``.
+
+For a target, every full-scale (non-quick) result file of its benchmark that holds a row it measures gives one value
+per seed. Files that differ only in the seed (and in options that do not change the measured model) form one
+configuration. The row shows the configuration with the most seeds (the best one, by the target's measure, among
+ties): the mean over its seeds, the spread (min to max) and the verdict of the mean. Every other run is listed in the
+page's *Runs* section, so an early small run never stands for a target.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Row = dict[str, Any]
+
+
+def _rows(data: dict[str, Any]) -> list[Row]:
+    return [r for r in data.get("rows", []) if isinstance(r, dict)]
+
+
+def pct(v: float) -> str:
+    return f"{v:.1%}"
+
+
+def times(v: float) -> str:
+    return f"{v:.3f}x"
+
+
+@dataclass
+class Target:
+    """A number we set out to reach, how to read it from a result row, and how to judge it."""
+
+    name: str
+    paper: str
+    bench: str  #: prefix of the result files' ``benchmark``
+    value: Callable[[Row], float | None]  #: the measured value of a row, None for rows measuring something else
+    ok: Callable[[float, float | None], bool]  #: (mean, reference) -> met
+    gap: Callable[[float, float | None], str]  #: how far a missed mean is, in words
+    better: Callable[[float], float]  #: ranks configurations with as many seeds (larger is better)
+    show: Callable[[float], str] = pct
+    ignore: frozenset = frozenset()  #: options that do not change the measured model
+    accept: Callable[[dict[str, Any]], bool] = field(default=lambda data: True)  #: files at the target's scale
+    extra: Callable[[list[Row]], str] = field(default=lambda rows: "")  #: more about the chosen rows
+    #: the rows of a result file the target reads (default: its ``rows``)
+    rows_of: Callable[[dict[str, Any]], list[Row]] = field(default=lambda data: _rows(data))
+    #: a reference measured by us (e.g. the paper's algorithm run beside ours), formatted into `paper` as ``{ref}``
+    reference: Callable[[list[tuple[str, dict[str, Any]]]], float | None] = field(default=lambda items: None)
+
+
+def _mean(rows: list[Row], key: str) -> float | None:
+    v = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    return sum(v) / len(v) if v else None
+
+
+def _clean(rows: list[Row]) -> str:
+    m = _mean(rows, "clean")
+    return f"clean {m:.1%}" if m is not None else ""
+
+
+def _full_distillation(data: dict[str, Any]) -> bool:
+    config = data.get("config") or {}
+    return config.get("epochs", 0) >= 50 and config.get("train_size", 0) >= 60000
+
+
+def _lmt(row: Row) -> float | None:
+    return row.get("verified_1.58") if str(row.get("training", "")).startswith("LMT") else None
+
+
+def _vat(method: str) -> Callable[[Row], float | None]:
+    return lambda r: r.get("error") if r.get("method") == method and r.get("labels") == 100 else None
+
+
+def _fgsm(model: str) -> Callable[[Row], float | None]:
+    return lambda r: r.get("fgsm_error") if r.get("model") == model else None
+
+
+def _dfme_200k(row: Row) -> float | None:
+    """art_ext's PyTorch thief at 200k queries with the paper's loss and m (the ablation's l1, m=1 rows, or the
+    side-by-side benchmark's art_ext-pytorch row)."""
+    if "loss" in row:  # an ablation row
+        main = row.get("loss") == "l1" and row.get("n_directions") == 1 and row.get("budget") == 200_000
+        return row.get("student_victim_ratio") if main else None
+    if row.get("thief_key") == "art_ext-pytorch" and 150_000 <= int(row.get("queries", 0)) <= 200_000:
+        return row.get("student_victim_ratio")
+    return None
+
+
+def _paper_loop(items: list[tuple[str, dict[str, Any]]]) -> float | None:
+    """The reference loop's (the paper's algorithm) student/victim accuracy at 200k queries."""
+    for _, data in items:
+        for r in _rows(data):
+            if r.get("thief_key") == "reference" and 150_000 <= int(r.get("queries", 0)) <= 200_000:
+                return float(r["student_victim_ratio"])
+    return None
+
+
+def _text_gains(method: str) -> Callable[[dict[str, Any]], list[Row]]:
+    """Per seed, `method`'s accuracy at the eps of the command minus the baseline's (rt-polarity)."""
+
+    def rows_of(data: dict[str, Any]) -> list[Row]:
+        wanted = str((data.get("config") or {}).get("eps", "")).split(",")
+
+        def chosen(r: Row) -> bool:
+            try:
+                return any(float(w) == float(r.get("eps")) for w in wanted if w != "auto")
+            except (TypeError, ValueError):
+                return False
+
+        base = {r.get("seed"): r["accuracy"] for r in _rows(data) if r.get("method") == "baseline"}
+        return [
+            {"seed": r.get("seed"), "gain": r["accuracy"] - base[r.get("seed")], "eps": r.get("eps")}
+            for r in _rows(data)
+            if r.get("method") == method and chosen(r) and r.get("seed") in base
+        ]
+
+    return rows_of
+
+
+def _dfme_2m(key: str) -> Callable[[Row], float | None]:
+    return lambda r: r.get("student_victim_ratio") if r.get("thief_key") == key and r["queries"] >= 1e6 else None
+
+
+def _reached(rows: list[Row]) -> str:
+    q = [r.get("queries_to_0.97x") for r in rows]
+    return f"0.97x at {q[0]:,} queries" if len(q) == 1 and q[0] else ""
+
+
+LMT_IGNORE = frozenset({"no_plain", "rs_inputs", "rs_samples", "tightness_inputs"})
+VAT_IGNORE = frozenset({"methods", "art_inputs", "curve", "labels"})
+DFME_IGNORE = frozenset({"seeds", "loss", "directions", "every"})
+TARGETS = [
+    Target(
+        "LMT: verified accuracy at l2 1.58 above the reproduced LMT",
+        "40.6% (LMT, Lee et al. 2020)",
+        "lmt_mnist",
+        _lmt,
+        lambda v, ref: v > 0.406,
+        lambda v, ref: f"by {100 * (0.406 - v):.1f} points",
+        lambda v: v,
+        ignore=LMT_IGNORE,
+        extra=_clean,
+    ),
+    Target(
+        "State of the art: GloRo's verified accuracy at l2 1.58",
+        "62.8% (GloRo, Leino et al. 2021)",
+        "lmt_mnist",
+        _lmt,
+        lambda v, ref: v >= 0.628,
+        lambda v, ref: f"by {100 * (0.628 - v):.1f} points",
+        lambda v: v,
+        ignore=LMT_IGNORE,
+        extra=_clean,
+    ),
+    Target(
+        "VAT (plain), MNIST, 100 labels: test error at most 1.5%",
+        "1.36% (VAT)",
+        "vat_mnist",
+        _vat("VAT"),
+        lambda v, ref: v <= 0.015,
+        lambda v, ref: f"by {100 * (v - 0.015):.2f} points",
+        lambda v: -v,
+        show=lambda v: f"{v:.2%}",
+        ignore=VAT_IGNORE,
+    ),
+    Target(
+        "VAT+EntMin, MNIST, 100 labels: test error at most 2%",
+        "1.36% (VAT; none for VAT+EntMin)",
+        "vat_mnist",
+        _vat("VAT+EntMin"),
+        lambda v, ref: v <= 0.02,
+        lambda v, ref: f"by {100 * (v - 0.02):.2f} points",
+        lambda v: -v,
+        show=lambda v: f"{v:.2%}",
+        ignore=VAT_IGNORE,
+    ),
+    *[
+        Target(
+            f"rt-polarity: {m} beats the baseline (accuracy gain)",
+            "AT beats the baseline (pretrained LSTM)",
+            "vat_text",
+            lambda r: r.get("gain"),
+            lambda v, ref: v > 0,
+            lambda v, ref: f"by {100 * -v:.2f} points",
+            lambda v: v,
+            show=lambda v: f"{100 * v:+.2f}",
+            rows_of=_text_gains(m),
+            extra=lambda rows: f"points of accuracy, eps {rows[0].get('eps')}",
+        )
+        for m in ("AT", "VAT")
+    ],
+    Target(
+        "FGSM (eps 0.25) error on the maxout network, within 3 points",
+        "89.4%",
+        "fgsm_mnist",
+        _fgsm("normal"),
+        lambda v, ref: abs(v - 0.894) <= 0.03,
+        lambda v, ref: f"{100 * (v - 0.894):+.1f} points",
+        lambda v: -abs(v - 0.894),
+        accept=lambda data: (data.get("config") or {}).get("architecture") == "maxout",
+    ),
+    Target(
+        "FGSM error on the FGSM-trained maxout network, within 3 points",
+        "17.9%",
+        "fgsm_mnist",
+        _fgsm("FGSM-trained"),
+        lambda v, ref: abs(v - 0.179) <= 0.03,
+        lambda v, ref: f"{100 * (v - 0.179):+.1f} points",
+        lambda v: -abs(v - 0.179),
+        accept=lambda data: (data.get("config") or {}).get("architecture") == "maxout",
+    ),
+    Target(
+        "Distillation (T=100): JSMA success on the distilled network, within 2 points",
+        "0.45% (95.89% undistilled)",
+        "distillation_mnist",
+        lambda r: r.get("JSMA (softmax)") if r.get("model") == "distilled T=100" else None,
+        lambda v, ref: abs(v - 0.0045) <= 0.02,
+        lambda v, ref: f"{100 * (v - 0.0045):+.1f} points",
+        lambda v: -abs(v - 0.0045),
+        accept=_full_distillation,
+    ),
+    Target(
+        "DFME on MNIST, 200k queries: student / victim accuracy at least the paper's loop",
+        "{ref:.3f}x (the paper's loop, our run at 200k, seed 0)",
+        "dfme_mnist",
+        _dfme_200k,
+        lambda v, ref: ref is not None and v >= ref,
+        lambda v, ref: "no run of the paper's loop" if ref is None else f"by {ref - v:.3f}",
+        lambda v: v,
+        show=times,
+        ignore=DFME_IGNORE,
+        reference=_paper_loop,
+    ),
+    Target(
+        "DFME on MNIST (PyTorch): 0.97x the victim within 2M queries",
+        "0.97x at 2M (goal 0.99x)",
+        "dfme_mnist",
+        _dfme_2m("art_ext-pytorch"),
+        lambda v, ref: v >= 0.97,
+        lambda v, ref: f"by {0.97 - v:.3f}",
+        lambda v: v,
+        show=times,
+        extra=_reached,
+    ),
+    Target(
+        "DFME on MNIST (TensorFlow): 0.97x the victim within 2M queries",
+        "0.97x at 2M (goal 0.99x)",
+        "dfme_mnist",
+        _dfme_2m("art_ext-tensorflow"),
+        lambda v, ref: v >= 0.97,
+        lambda v, ref: f"by {0.97 - v:.3f}",
+        lambda v: v,
+        show=times,
+        extra=_reached,
+    ),
+]
+
+
+def configurations(items: list[tuple[str, dict[str, Any]]], target: Target) -> list[dict[str, Any]]:
+    """The target's values grouped by configuration: ``[{"stems", "seeds", "values", "rows", "complete"}]``."""
+    groups: dict[str, dict[str, Any]] = {}
+    for stem, data in items:
+        if not str(data.get("benchmark", stem)).startswith(target.bench) or data.get("quick"):
+            continue
+        if not target.accept(data):
+            continue
+        config = data.get("config") or {}
+        drop = target.ignore | {"seed", "seeds", "quick"}
+        sig = json.dumps({k: v for k, v in config.items() if k not in drop}, sort_keys=True, default=str)
+        for row in target.rows_of(data):
+            value = target.value(row)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            seed = row.get("seed", data.get("seed"))
+            group = groups.setdefault(sig, {"stems": [], "seeds": [], "values": [], "rows": [], "complete": True})
+            if seed in group["seeds"]:
+                continue  # one value per seed (a rerun of a seed does not count twice)
+            group["seeds"].append(seed)
+            group["values"].append(float(value))
+            group["rows"].append(row)
+            if stem not in group["stems"]:
+                group["stems"].append(stem)
+            group["complete"] &= data.get("complete") is not False
+    return list(groups.values())
+
+
+def _paper(target: Target, ref: float | None) -> str:
+    if "{ref" not in target.paper:
+        return target.paper
+    return target.paper.format(ref=ref) if ref is not None else "(the reference run is missing)"
+
+
+def target_rows(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per target: ``target``, ``ours``, ``seeds``, ``paper``, ``verdict`` (and ``runs``, ``mean``)."""
+    out = []
+    for target in TARGETS:
+        groups = configurations(items, target)
+        if not groups:
+            paper = _paper(target, target.reference(items))
+            out.append({"target": target.name, "ours": "not run", "seeds": "none", "paper": paper, "verdict": "n/a"})
+            continue
+        best = max(groups, key=lambda g: (len(g["values"]), target.better(sum(g["values"]) / len(g["values"]))))
+        v = best["values"]
+        mean = sum(v) / len(v)
+        ours = target.show(mean)
+        if len(v) > 1:
+            ours += f" ({target.show(min(v))} to {target.show(max(v))})"
+        extra = target.extra(best["rows"])
+        if extra:
+            ours += f"; {extra}"
+        ref = target.reference(items)
+        verdict = "met" if target.ok(mean, ref) else f"missed, {target.gap(mean, ref)}"
+        if not best["complete"]:
+            verdict += " (run incomplete)"
+        seeds = ", ".join(str(s) for s in sorted(best["seeds"], key=str))
+        out.append(
+            {
+                "target": target.name,
+                "ours": ours,
+                "seeds": seeds,
+                "paper": _paper(target, ref),
+                "verdict": verdict,
+                "runs": best["stems"],
+                "mean": mean,
+            }
+        )
+    return out
