@@ -38,9 +38,12 @@ def check_mask(x: np.ndarray, mask: Any) -> np.ndarray | None:
     return mask.astype(ART_NUMPY_DTYPE) if mask.dtype == np.bool_ else mask
 
 
-def batch_mask(mask: np.ndarray | None, x: np.ndarray, start: int, stop: int) -> np.ndarray | None:
-    """The slice of a per-sample mask for one batch; a broadcast mask is shared by every batch."""
-    if mask is not None and mask.ndim == x.ndim and mask.shape[0] == x.shape[0] and x.shape[0] > 1:
+def batch_mask(mask: Any, x: np.ndarray, start: int, stop: int) -> Any:
+    """
+    The slice of a per-sample array (a mask, ART's per-sample `eps`) for one batch; a broadcast array or a number is
+    shared by every batch.
+    """
+    if isinstance(mask, np.ndarray) and mask.ndim == x.ndim and mask.shape[0] == x.shape[0] and x.shape[0] > 1:
         return mask[start:stop]
     return mask
 
@@ -50,15 +53,47 @@ def check_value(value: Any, name: str, integer: bool = False, allow_zero: bool =
     check_param(value, name, integer=integer, allow_zero=allow_zero)
 
 
-def check_value_or_array(value: Any, name: str, allow_zero: bool = False) -> None:
-    """A positive number or an array of positive numbers (ART's per-feature ``eps``); ``ValueError`` otherwise."""
+def check_value_or_array(value: Any, name: str, allow_zero: bool = False, array_allow_zero: bool | None = None) -> None:
+    """
+    A positive number or an array of positive numbers (ART's per-feature ``eps``); ``ValueError`` otherwise (an
+    :class:`~art_ext.utils.checks.ArgumentTypeError`, also a ``TypeError``, for a value of the wrong type).
+
+    :param array_allow_zero: Whether zero entries are allowed in an array (default: `allow_zero`); ART's per-feature
+        ``eps`` may hold zeros (features that are not perturbed).
+    """
     if isinstance(value, np.ndarray):
-        if not np.issubdtype(value.dtype, np.number) or value.size == 0 or not np.all(np.isfinite(value)):
-            raise ArgumentTypeError(f"`{name}` must be a finite numeric array, got {value!r}.")
+        allow_zero = allow_zero if array_allow_zero is None else array_allow_zero
+        if not np.issubdtype(value.dtype, np.number) or value.size == 0:
+            raise ArgumentTypeError(f"`{name}` must be a non-empty numeric array, got dtype {value.dtype}.")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"`{name}` must be finite everywhere.")
         if np.any(value < 0) or (not allow_zero and np.any(value == 0)):
-            raise ArgumentTypeError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'} everywhere.")
+            raise ValueError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'} everywhere.")
         return
     check_value(value, name, allow_zero=allow_zero)
+
+
+def check_same_kind(eps: Any, eps_step: Any) -> None:
+    """
+    ART's rule: `eps` and `eps_step` are both numbers or both arrays of the same shape (an
+    :class:`~art_ext.utils.checks.ArgumentTypeError`, a ``TypeError`` as in ART and a ``ValueError``, otherwise).
+    """
+    if isinstance(eps, np.ndarray) != isinstance(eps_step, np.ndarray):
+        raise ArgumentTypeError("`eps` and `eps_step` must both be numbers or both be arrays (as in ART's FGSM/BIM).")
+    if isinstance(eps, np.ndarray) and eps.shape != eps_step.shape:
+        raise ValueError(f"`eps` {eps.shape} and `eps_step` {eps_step.shape} must have the same shape (as in ART).")
+
+
+def check_broadcastable(value: Any, x: np.ndarray, name: str) -> None:
+    """A per-feature array (`eps`, `eps_step`) must broadcast to `x` (or hold one row per sample)."""
+    if not isinstance(value, np.ndarray):
+        return
+    try:
+        if value.ndim > x.ndim:
+            raise ValueError
+        np.broadcast_shapes(value.shape, x.shape)
+    except ValueError:
+        raise ValueError(f"`{name}` of shape {value.shape} is not broadcastable to `x` of shape {x.shape}.") from None
 
 
 def check_random_state(random_state: Any) -> None:

@@ -22,10 +22,12 @@ from art_ext.attacks.evasion._fgsm_common import (
     check_flag,
     check_inputs,
     check_mask,
+    check_same_kind,
     check_value,
     check_value_or_array,
     resolve_estimator,
 )
+from art_ext.utils.checks import check_labels
 from art_ext.utils.outputs import predict_in_batches
 
 logger = logging.getLogger(__name__)
@@ -57,8 +59,11 @@ class LeastLikelyClassMethod(EvasionAttack):
     the classifier's ``clip_values``. `eps` and `eps_step` may be arrays (per feature), as in ART's BIM; the rule
     then uses the largest `eps`.
 
-    ``targeted`` is ART's flag that tells pipelines such as ``AutoAttack`` how to score the result; the attack always
-    moves towards the least-likely class, which also misclassifies (``targeted=False`` scoring).
+    ``targeted=False`` (the default) is what ART's pipelines expect of an attack that is given true labels: it runs
+    inside ``AdversarialTrainer`` (which refuses targeted attacks) and is scored as untargeted by ``AutoAttack``; the
+    labels `y` are not used and the attack moves towards the least-likely class, which also misclassifies.
+    ``targeted=True`` (what ``AutoAttack(targeted=True)`` sets) is ART's targeted BIM: the labels `y` given to
+    :meth:`generate` are the targets; without `y` the targets are the least-likely classes.
 
     | Paper link: https://arxiv.org/abs/1611.01236
     """
@@ -72,10 +77,10 @@ class LeastLikelyClassMethod(EvasionAttack):
         eps: float | np.ndarray = 0.3,
         eps_step: float | np.ndarray | None = None,
         max_iter: int | None = None,
+        targeted: bool = False,
         batch_size: int = 32,
         verbose: bool = True,
         *,
-        targeted: bool = True,
         estimator: Any = None,
     ) -> None:
         """
@@ -86,11 +91,12 @@ class LeastLikelyClassMethod(EvasionAttack):
         :param eps_step: Step size; ``None`` is one grey level, ``(clip_max - clip_min) / 255`` (needs ``clip_values``).
         :param max_iter: Number of iterations; ``None`` is ``min(eps_255 + 4, 1.25 * eps_255)`` with ``eps_255`` the
             budget on the 0-255 scale, or ART's BIM default of 100 without ``clip_values``.
+        :param targeted: ``False``: the labels given to :meth:`generate` are not used, the target is the least-likely
+            class (ART pipelines score the result as untargeted; ``AdversarialTrainer`` accepts the attack).
+            ``True``: the labels given to :meth:`generate` are the targets (least-likely classes without labels), as
+            in ART's targeted BIM; ``AutoAttack(targeted=True)`` sets it.
         :param batch_size: Number of samples per gradient computation.
         :param verbose: Show progress bars.
-        :param targeted: How ART pipelines score the result (``AutoAttack`` sets it): ``True`` compares with the
-            labels given to :meth:`generate`, ``False`` checks for misclassification. The attack itself always targets
-            the least-likely class.
         :param estimator: The classifier under ART's name (``BasicIterativeMethod(estimator=...)``); give either
             `classifier` or `estimator`.
         """
@@ -146,17 +152,21 @@ class LeastLikelyClassMethod(EvasionAttack):
         Generate adversarial examples that the classifier assigns to its least-likely class.
 
         :param x: Inputs of shape ``(nb_samples, ...)`` matching the classifier's input shape.
-        :param y: Not used: the target is always the least-likely class of the model on `x`. Accepted so that the
-            attack fits ART pipelines that pass labels (e.g. ``AdversarialTrainer``).
+        :param y: With ``targeted=False``, not used (the target is the least-likely class of the model on `x`); it is
+            accepted since ART pipelines pass true labels (e.g. ``AdversarialTrainer``). With ``targeted=True``, the
+            target labels (indices or one-hot); ``None`` targets the least-likely classes.
         :param mask: Optional array broadcastable to `x` (or one per sample); features where it is zero are not
             perturbed.
         :return: Adversarial examples of the shape of `x`, float32.
         """
         x = check_inputs(self.estimator, x)
         mask = check_mask(x, kwargs.get("mask"))
-        if y is not None:
-            logger.info("LeastLikelyClassMethod ignores `y`: it targets the model's least-likely class.")
-        targets = self.least_likely_class(x)
+        if y is not None and self.targeted:
+            targets = check_labels(y, self.estimator.nb_classes, n=len(x))
+        else:
+            if y is not None:
+                logger.info("LeastLikelyClassMethod ignores `y` (targeted=False): it targets the least-likely class.")
+            targets = self.least_likely_class(x)
         one_hot = np.eye(self.estimator.nb_classes, dtype=ART_NUMPY_DTYPE)[targets]
         bim = BasicIterativeMethod(
             self.estimator,
@@ -171,11 +181,10 @@ class LeastLikelyClassMethod(EvasionAttack):
         return bim.generate(x, y=one_hot, **kwargs).astype(ART_NUMPY_DTYPE, copy=False)
 
     def _check_params(self) -> None:
-        check_value_or_array(self.eps, "eps")
+        check_value_or_array(self.eps, "eps", array_allow_zero=True)
         if self.eps_step is not None:
             check_value_or_array(self.eps_step, "eps_step")
-            if isinstance(self.eps, np.ndarray) != isinstance(self.eps_step, np.ndarray):
-                raise ValueError("`eps` and `eps_step` must both be numbers or both be arrays (as in ART's BIM).")
+            check_same_kind(self.eps, self.eps_step)
         if self.max_iter is not None:
             check_value(self.max_iter, "max_iter", integer=True)
         if self.eps_step is None and self.estimator.clip_values is None:

@@ -18,15 +18,17 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
-from art_ext.backend import get_backend
-from art_ext.utils.checks import (
-    check_clip_values,
-    check_finite,
-    check_flag,
-    check_labels,
-    check_positive,
-    check_sample_shape,
+from art_ext.attacks.evasion._fgsm_common import (
+    batch_mask,
+    check_broadcastable,
+    check_mask,
+    check_same_kind,
+    check_value,
+    check_value_or_array,
+    resolve_estimator,
 )
+from art_ext.backend import get_backend
+from art_ext.utils.checks import check_clip_values, check_finite, check_flag, check_labels, check_sample_shape
 from art_ext.utils.outputs import check_output_kind, logits_from_outputs, output_kind_of, predict_in_batches
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ class LogitMarginAttack(EvasionAttack):
     outputs the logits are taken as ``log p`` (equal to the logits up to a per-row constant the margin ignores).
     The adversarial examples stay within `eps` of `x` and inside the classifier's clip values.
 
+    As ART's ``ProjectedGradientDescent``: untargeted by default (away from the labels `y`, or from the model's
+    predictions without `y`); ``targeted=True`` moves towards the target labels `y` (the margin
+    ``max_{j != t} z_j - z_t`` is minimised); ``mask`` leaves the features where it is zero untouched; with
+    ``norm=np.inf``, `eps` and `eps_step` may be arrays broadcastable to the inputs (per feature, or per sample).
+
     | Paper link: https://arxiv.org/abs/1608.04644
     """
 
@@ -63,6 +70,7 @@ class LogitMarginAttack(EvasionAttack):
         "eps",
         "eps_step",
         "max_iter",
+        "targeted",
         "output",
         "batch_size",
         "verbose",
@@ -71,32 +79,41 @@ class LogitMarginAttack(EvasionAttack):
 
     def __init__(
         self,
-        classifier: Any,
+        classifier: Any = None,
         norm: Any = np.inf,
-        eps: float = 0.3,
-        eps_step: float | None = None,
+        eps: float | np.ndarray = 0.3,
+        eps_step: float | np.ndarray | None = None,
         max_iter: int = 10,
+        targeted: bool = False,
         output: str = "auto",
         batch_size: int = 128,
         verbose: bool = False,
+        *,
+        estimator: Any = None,
     ) -> None:
         """
         Create a :class:`LogitMarginAttack`.
 
-        :param classifier: ART ``PyTorchClassifier`` or ``TensorFlowV2Classifier`` (logits or probabilities).
+        :param classifier: ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or ``KerasClassifier`` (logits or
+            probabilities).
         :param norm: ``np.inf`` or ``2``.
-        :param eps: Budget, in input units.
-        :param eps_step: Step size (default: `eps` for one step, ``2.5 * eps / max_iter`` otherwise, as ART's PGD).
+        :param eps: Budget, in input units: a number, or (``norm=np.inf``) an array broadcastable to the inputs.
+        :param eps_step: Step size (default: `eps` for one step, ``2.5 * eps / max_iter`` otherwise, as ART's PGD);
+            a number, or an array of the shape of `eps` when `eps` is one.
         :param max_iter: Gradient steps (1 = FGSM with step `eps`).
+        :param targeted: Move towards the labels `y` given to :meth:`generate` (required) instead of away from them.
         :param output: ``"auto"``, ``"logits"`` or ``"probabilities"``: what the classifier outputs.
         :param batch_size: Batch size.
         :param verbose: Log each batch.
+        :param estimator: The classifier under ART's name (``ProjectedGradientDescent(estimator=...)``); give either
+            `classifier` or `estimator`.
         """
-        super().__init__(estimator=classifier)
+        super().__init__(estimator=resolve_estimator(classifier, estimator))
         self.norm = norm
         self.eps = eps
         self.eps_step = eps_step
         self.max_iter = max_iter
+        self._targeted = targeted
         self.output = output
         self.batch_size = batch_size
         self.verbose = verbose
@@ -104,64 +121,102 @@ class LogitMarginAttack(EvasionAttack):
 
     def _check_params(self) -> None:
         self.norm = norm_value(self.norm)
-        check_positive(self.eps, "eps")
+        check_value_or_array(self.eps, "eps", array_allow_zero=True)
         if self.eps_step is not None:
-            check_positive(self.eps_step, "eps_step")
-        check_positive(self.max_iter, "max_iter", integer=True)
-        check_positive(self.batch_size, "batch_size", integer=True)
+            check_value_or_array(self.eps_step, "eps_step")
+            check_same_kind(self.eps, self.eps_step)
+        if self.norm != np.inf and isinstance(self.eps, np.ndarray):
+            raise ValueError("Per-feature `eps` arrays need `norm=np.inf`; pass a number as `eps` for norm 2.")
+        check_value(self.max_iter, "max_iter", integer=True)
+        check_flag(self.targeted, "targeted")
+        check_value(self.batch_size, "batch_size", integer=True)
         check_output_kind(self.output)
         check_flag(self.verbose, "verbose")
+
+    def _budget(self) -> tuple[Any, Any]:
+        """`eps` and the step size used (numbers or float32 arrays)."""
+        steps = int(self.max_iter)
+        eps = self.eps.astype(np.float32) if isinstance(self.eps, np.ndarray) else float(self.eps)
+        if self.eps_step is None:
+            step = eps if steps == 1 else 2.5 * eps / steps
+        else:
+            step = self.eps_step.astype(np.float32) if isinstance(self.eps_step, np.ndarray) else float(self.eps_step)
+        return eps, step
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         """
         Generate adversarial examples.
 
         :param x: Inputs ``(nb_samples, ...)`` matching the classifier's input shape.
-        :param y: True labels, indices ``(nb_samples,)`` or one-hot; ``None`` uses the classifier's predictions.
+        :param y: Labels, indices ``(nb_samples,)`` or one-hot: the true labels (untargeted; ``None`` uses the
+            classifier's predictions) or the target labels (``targeted=True``, required).
+        :param mask: Optional array broadcastable to `x` (or one per sample); features where it is zero are not
+            perturbed, as in ART.
         :return: Adversarial examples, float32, of the shape of `x`.
         """
         classifier = self.estimator
         x = check_finite(x, "x").astype(np.float32)
         check_sample_shape(x, classifier.input_shape)
         check_clip_values(x, classifier.clip_values)
+        mask = check_mask(x, kwargs.get("mask"))
+        eps, step = self._budget()
+        check_broadcastable(eps, x, "eps")
+        check_broadcastable(step, x, "eps_step")
         if y is None:
+            if self.targeted:
+                raise ValueError("Target labels `y` need to be provided for a targeted attack.")
             labels = predict_in_batches(classifier, x, self.batch_size).argmax(axis=1)
         else:
             labels = check_labels(y, classifier.nb_classes, n=len(x))
         ops = get_backend(classifier)
         device = ops.device_of(classifier)
         output = output_kind_of(classifier, x, self.output)
-        eps, steps = float(self.eps), int(self.max_iter)
-        step = (eps if steps == 1 else 2.5 * eps / steps) if self.eps_step is None else float(self.eps_step)
+        # Untargeted: ascend the margin of the true class; targeted: descend the margin of the target class.
+        direction = -1.0 if self.targeted else 1.0
         clip = classifier.clip_values
         out = np.empty_like(x)
         for start in range(0, len(x), self.batch_size):
-            x0 = ops.asarray(x[start : start + self.batch_size], device=device)
-            onehot = ops.one_hot(
-                ops.asarray(labels[start : start + self.batch_size], dtype="int64", device=device),
-                classifier.nb_classes,
-            )
-            x_adv = x0
+            stop = min(start + self.batch_size, len(x))
+            x0 = ops.asarray(x[start:stop], device=device)
+            onehot = ops.one_hot(ops.asarray(labels[start:stop], dtype="int64", device=device), classifier.nb_classes)
+            batch_eps = _tensor(ops, batch_mask(eps, x, start, stop), device)
+            batch_step = _tensor(ops, batch_mask(step, x, start, stop), device)
+            batch_keep = _tensor(ops, _keep(batch_mask(mask, x, start, stop)), device)
 
             def margin(xa, onehot=onehot):
                 z = logits_from_outputs(ops, ops.forward(classifier, xa), output)
                 z_true = ops.sum(z * onehot, axis=1)
                 z_other = ops.max(z - onehot * 1e9, axis=1)
-                return ops.sum(z_other - z_true)
+                return ops.sum(z_other - z_true) * direction
 
-            for _ in range(steps):
+            x_adv = x0
+            for _ in range(int(self.max_iter)):
                 _, (grad,) = ops.value_and_grad(margin, [x_adv])
+                if batch_keep is not None:
+                    grad = grad * batch_keep
                 if self.norm == np.inf:
-                    x_adv = ops.clip(x_adv + step * ops.sign(grad), x0 - eps, x0 + eps)
+                    x_adv = ops.clip(x_adv + batch_step * ops.sign(grad), x0 - batch_eps, x0 + batch_eps)
                 else:
-                    x_adv = x_adv + step * ops.l2_normalize(grad)
+                    x_adv = x_adv + batch_step * ops.l2_normalize(grad)
                     delta = x_adv - x0
-                    scale = ops.minimum(eps / ops.per_sample_norm(delta, keepdims=True), 1.0)
+                    scale = ops.minimum(batch_eps / ops.per_sample_norm(delta, keepdims=True), 1.0)
                     x_adv = x0 + delta * scale
                 if clip is not None:
-                    x_adv = ops.clip(x_adv, float(clip[0]), float(clip[1]))
+                    x_adv = ops.clip(x_adv, clip[0], clip[1])
                 x_adv = ops.stop_gradient(x_adv)
-            out[start : start + self.batch_size] = ops.to_numpy(x_adv)
+            out[start:stop] = ops.to_numpy(x_adv)
             if self.verbose:
-                logger.info("Logit-margin attack: %d / %d inputs", min(start + self.batch_size, len(x)), len(x))
+                logger.info("Logit-margin attack: %d / %d inputs", stop, len(x))
         return out
+
+
+def _keep(mask: np.ndarray | None) -> np.ndarray | None:
+    """1 where a feature may be perturbed, 0 where ``mask`` is zero (ART's convention)."""
+    return None if mask is None else (np.asarray(mask) != 0).astype(np.float32)
+
+
+def _tensor(ops: Any, value: Any, device: Any) -> Any:
+    """Arrays become tensors on the device; numbers and ``None`` stay as they are."""
+    if isinstance(value, np.ndarray):
+        return ops.asarray(value.astype(np.float32), device=device)
+    return value

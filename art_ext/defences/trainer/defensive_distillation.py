@@ -261,6 +261,12 @@ class DefensiveDistillationTrainer(Trainer):
                 import keras
 
                 keras.utils.set_random_seed(self.random_state)
+            if name == "KerasClassifier":
+                try:
+                    return self.classifier.clone_for_refitting()
+                except (ValueError, TypeError) as err:  # plain-function initialisers: rebuild the layers ourselves
+                    errors.append(str(err))
+                    return _refit_keras_clone(self.classifier)
             return self.classifier.clone_for_refitting()
         except Exception as err:  # noqa: BLE001 (any cloning failure gets the same advice)
             errors.append(str(err))
@@ -399,3 +405,28 @@ class DefensiveDistillationTrainer(Trainer):
     def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
         """Predictions of the distilled classifier, deployed at T = 1 (its logits or probabilities as they are)."""
         return self.classifier.predict(x, **kwargs)
+
+
+def _refit_keras_clone(classifier: Any) -> Any:
+    """
+    ART's ``KerasClassifier.clone_for_refitting`` for models Keras cannot clone from their config (layers built with
+    plain-function initialisers, as in ART's own test models): the layers are rebuilt with the functions they hold,
+    compiled with a fresh copy of the model's optimizer and its loss.
+    """
+    from art.estimators.classification import KerasClassifier
+
+    from art_ext.estimators.classification.utils import clone_keras_model, preprocessing_of
+
+    model = clone_keras_model(classifier.model)
+    optimizer = getattr(classifier.model, "optimizer", None)
+    model.compile(
+        optimizer=type(optimizer).from_config(optimizer.get_config()) if optimizer is not None else "adam",
+        loss=classifier.model.loss,
+    )
+    return KerasClassifier(
+        model=model,
+        use_logits=classifier._use_logits,
+        channels_first=classifier.channels_first,
+        clip_values=classifier.clip_values,
+        preprocessing=preprocessing_of(classifier),
+    )

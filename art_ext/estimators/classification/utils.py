@@ -15,6 +15,7 @@ from art_ext.utils.seed import set_seed
 __all__ = [
     "OPTIMIZERS",
     "clone_classifier",
+    "clone_keras_model",
     "preprocessing_of",
     "probability_nll_loss",
     "to_probability_classifier",
@@ -244,7 +245,7 @@ def clone_classifier(classifier: Any, reinitialise: bool = True, seed: int | Non
     from art.estimators.classification import TensorFlowV2Classifier
 
     try:
-        model = tf.keras.models.clone_model(classifier.model)
+        model = clone_keras_model(classifier.model)
     except (ValueError, TypeError) as error:
         raise TypeError(f"Cannot clone the Keras model of this classifier: {error}") from error
     if not reinitialise:
@@ -261,3 +262,38 @@ def clone_classifier(classifier: Any, reinitialise: bool = True, seed: int | Non
         clip_values=classifier.clip_values,
         preprocessing=preprocessing,
     )
+
+
+def clone_keras_model(model: Any) -> Any:
+    """
+    ``keras.models.clone_model`` (same architecture, fresh weights from the layers' own initialisers), also for layers
+    built with plain-function initialisers, regularisers or constraints (as ART's test models are), which Keras
+    cannot rebuild from their serialised config: such a layer is rebuilt from its config with the very functions it
+    holds, so the clone re-runs the model's own construction.
+
+    :param model: A Keras model.
+    :return: The clone (a new model; its weights are drawn again, not copied).
+    :raises ValueError: When a layer can be rebuilt neither way.
+    """
+    import keras
+
+    try:
+        return keras.models.clone_model(model)
+    except (ValueError, TypeError):
+        pass
+
+    def rebuild(layer: Any) -> Any:
+        config = layer.get_config()
+        for key, value in config.items():
+            if (
+                isinstance(value, dict)
+                and value.get("class_name") == "function"
+                and callable(getattr(layer, key, None))
+            ):
+                config[key] = getattr(layer, key)
+        return layer.__class__.from_config(config)
+
+    try:
+        return keras.models.clone_model(model, clone_function=rebuild)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Cannot rebuild the Keras model {model.name!r}: {error}") from error
