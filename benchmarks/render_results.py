@@ -145,7 +145,7 @@ def plot(path: str, series, xlabel: str, ylabel: str, title: str, logx=False, an
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
     for label, xs, ys in series:
         thin = label.startswith("_")
         ax.plot(
@@ -168,7 +168,8 @@ def plot(path: str, series, xlabel: str, ylabel: str, title: str, logx=False, an
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # below the axes, where it hides no curve
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -185,6 +186,10 @@ def _mean_curve(curves: list[tuple[list[float], list[float]]]) -> tuple[list[flo
     if not curves or any(c[0] != curves[0][0] for c in curves):
         return curves[0] if curves else ([], [])
     return curves[0][0], [sum(c[1][i] for c in curves) / len(curves) for i in range(len(curves[0][0]))]
+
+
+def _seeds(n: int) -> str:
+    return "1 seed" if n == 1 else f"{n} seeds"
 
 
 def _describe(data: dict[str, Any], *keys: str) -> str:
@@ -207,7 +212,7 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
         data = by_stem[group["stems"][0]]
         x, y = _mean_curve([_points(r.get("certified_curve"), "radius", "accuracy") for r in group["rows"]])
         if x:
-            series.append((f"LMT, {_describe(data, 'architecture', 'epochs')} ({len(group['rows'])} seeds)", x, y))
+            series.append((f"LMT, {_describe(data, 'architecture', 'epochs')} ({_seeds(len(group['rows']))})", x, y))
         paper = (data.get("paper") or {}).get("verified_at_1.58") or {}
         anchors = anchors or [(f"{k} (paper)", 1.58, v) for k, v in paper.items() if isinstance(v, (int, float))]
     plain = [(s, r) for s, d in items for r in _rows(d) if r.get("training") == "plain" and r.get("certified_curve")]
@@ -220,7 +225,7 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
             series,
             "l2 radius",
             "verified accuracy",
-            "Verified accuracy against radius (LMT, Tsuzuku et al. Fig. 3)",
+            "Verified accuracy against l2 radius (MNIST test set)",
             anchors=anchors,
         )
         made.append(("lmt_verified_vs_radius.png", "verified accuracy against l2 radius"))
@@ -234,7 +239,7 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
             x, y = _mean_curve([_points(r.get("error_curve"), "epoch", "error") for r in group["rows"]])
             if x:
                 what = _describe(data, "epochs", "lr_schedule")
-                series.append((f"{group['rows'][0]['method']}, {what} ({len(group['rows'])} seeds)", x, y))
+                series.append((f"{group['rows'][0]['method']}, {what} ({_seeds(len(group['rows']))})", x, y))
             vat_paper = vat_paper or ((data.get("paper") or {}).get("test_error_100_labels") or {}).get("VAT")
     if series:
         hlines = [("VAT, paper: 1.36%", vat_paper)] if vat_paper else []
@@ -281,7 +286,7 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
             series,
             "queries to the victim",
             "student accuracy / victim accuracy",
-            "DFME on MNIST: accuracy against queries (Truong et al. Fig. 2)",
+            "DFME on MNIST: accuracy against queries",
             logx=True,
             hlines=[("0.97x", 0.97)],
         )
@@ -302,7 +307,13 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
         made.append(("dfme_ablation.png", "DFME ablation: accuracy against queries per loss and m"))
     lines = []
     for name, alt in made:
-        lines += [f".. image:: {plots_rel}/{name}", f"   :alt: {alt}", "   :width: 49%", ""]
+        lines += [
+            f".. image:: {plots_rel}/{name}",
+            f"   :alt: {alt}",
+            "   :width: 49%",
+            f"   :target: {plots_rel}/{name}",
+            "",
+        ]
     return lines
 
 
