@@ -17,7 +17,7 @@ extras = {
     "tensorflow": ["tensorflow>=2.16"],
     "tensorflow-cpu": ["tensorflow-cpu>=2.16"],
     "docs": ["sphinx>=7"],
-    "test": ["pytest>=7", "nbmake>=1.5", "ipykernel"],
+    "test": ["pytest>=7", "nbmake>=1.5", "ipykernel", "hypothesis>=6"],
 }
 extras["all"] = sorted({req for name in ("torch", "tensorflow", "docs", "test") for req in extras[name]})
 

@@ -362,7 +362,7 @@ class RemoteClassifier(BlackBoxClassifier):
                     return out
                 if callbacks is not None:
                     callbacks.after_refusal(index, n, attempt, status)
-                message = data[:300].decode("utf-8", "replace")
+                message = " ".join(data[:300].decode("utf-8", "replace").split())  # one line
                 if status not in RETRY_STATUSES:
                     raise RemoteQueryError(f"{self._where} refused the request: HTTP {status}: {message}", status)
                 failure = f"HTTP {status}: {message}"
