@@ -20,6 +20,8 @@ name            architecture
 ``text_cnn``    NormalizedEmbedding, Conv1D 3 + ReLU, max over real tokens, Dense
 =============== =====================================================================
 
+Lipschitz-by-construction activations the certifier bounds by 1: :func:`GroupSort` and :func:`MaxMin`.
+
 :func:`clone_classifier` and :func:`to_probability_classifier` live in
 :mod:`art_ext.estimators.classification.utils` (the library needs them; this package re-exports them).
 
@@ -32,6 +34,8 @@ from art_ext.models.architectures import (
     ARCHITECTURES,
     GENERATORS,
     TEXT_ARCHITECTURES,
+    GroupSort,
+    MaxMin,
     ResidualBlock,
     build_generator,
     build_model,
@@ -44,6 +48,8 @@ __all__ = [
     "ARCHITECTURES",
     "GENERATORS",
     "TEXT_ARCHITECTURES",
+    "GroupSort",
+    "MaxMin",
     "ResidualBlock",
     "build_generator",
     "build_model",

@@ -12,6 +12,8 @@ __all__ = [
     "ARCHITECTURES",
     "GENERATORS",
     "TEXT_ARCHITECTURES",
+    "GroupSort",
+    "MaxMin",
     "ResidualBlock",
     "build_generator",
     "build_model",
@@ -89,6 +91,46 @@ def ResidualBlock(body: Any, shortcut: Any = None) -> Any:  # noqa: N802 (a laye
     else:
         from art_ext.models.tensorflow import residual_block
     return residual_block(body, shortcut)
+
+
+def GroupSort(group_size: int = 2, framework: str = "pytorch", axis: int | None = None) -> Any:  # noqa: N802
+    """
+    GroupSort activation (Anil et al., 2019): the features along `axis` (default: the channel axis, 1 for PyTorch,
+    -1 for Keras) split into consecutive groups of `group_size` values, each sorted in ascending order. A
+    permutation inside each group, hence 1-Lipschitz in l2 and gradient-norm preserving;
+    :class:`~art_ext.estimators.certification.LipschitzCertifier` bounds it by 1.
+
+    | Paper link: https://arxiv.org/abs/1811.05381
+
+    :param group_size: Values per group (at least 2; 2 is :func:`MaxMin`); the axis length must be a multiple of it.
+    :param framework: ``"pytorch"`` (an ``nn.Module``) or ``"tensorflow"`` (a Keras layer).
+    :param axis: Axis of the features to sort in groups.
+    :return: The layer.
+    """
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 2:
+        raise ValueError(f"`group_size` must be an integer >= 2, got {group_size!r}.")
+    if framework not in ("pytorch", "tensorflow"):
+        raise ValueError(f"`framework` must be 'pytorch' or 'tensorflow', got {framework!r}.")
+    if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool) or axis == 0):
+        raise ValueError(f"`axis` must be a non-zero integer (axis 0 is the batch), got {axis!r}.")
+    if framework == "pytorch":
+        from art_ext.models.pytorch import group_sort
+
+        return group_sort(group_size, 1 if axis is None else axis)
+    from art_ext.models.tensorflow import group_sort
+
+    return group_sort(group_size, -1 if axis is None else axis)
+
+
+def MaxMin(framework: str = "pytorch", axis: int | None = None) -> Any:  # noqa: N802
+    """
+    MaxMin activation (Anil et al., 2019): :func:`GroupSort` with groups of 2 (each pair sorted). 1-Lipschitz.
+
+    :param framework: ``"pytorch"`` or ``"tensorflow"``.
+    :param axis: Axis of the features (default: the channel axis).
+    :return: The layer.
+    """
+    return GroupSort(2, framework, axis)
 
 
 def build_text_model(

@@ -179,6 +179,35 @@ def text_cnn(
 
 
 _RESIDUAL_CLASS: Any = None
+_GROUP_SORT_CLASS: Any = None
+
+
+def group_sort(group_size: int = 2, axis: int = 1) -> Any:
+    """
+    GroupSort activation (Anil et al., 2019): the features along `axis` split into consecutive groups of
+    `group_size`, each sorted in ascending order; ``group_size=2`` is MaxMin. A permutation of the sorted groups,
+    so 1-Lipschitz in l2; :class:`~art_ext.estimators.certification.LipschitzCertifier` bounds it by 1.
+    """
+    global _GROUP_SORT_CLASS
+    if _GROUP_SORT_CLASS is None:
+        from torch import nn
+
+        from art_ext.estimators.certification.torch_modules import group_sort_function
+
+        class GroupSort(nn.Module):
+            def __init__(self, group_size: int = 2, axis: int = 1) -> None:
+                super().__init__()
+                self.group_size = group_size
+                self.axis = axis
+
+            def forward(self, x):
+                return group_sort_function(x, self.group_size, self.axis)
+
+            def extra_repr(self) -> str:
+                return f"group_size={self.group_size}, axis={self.axis}"
+
+        _GROUP_SORT_CLASS = GroupSort
+    return _GROUP_SORT_CLASS(group_size, axis)
 
 
 def residual_block(body: Any, shortcut: Any = None) -> Any:

@@ -166,6 +166,34 @@ def text_cnn(
 
 
 _RESIDUAL_CLASS: Any = None
+_GROUP_SORT_CLASS: Any = None
+
+
+def group_sort(group_size: int = 2, axis: int = -1) -> Any:
+    """
+    GroupSort activation (Anil et al., 2019) as a Keras layer: the features along `axis` split into consecutive
+    groups of `group_size`, each sorted in ascending order; ``group_size=2`` is MaxMin. 1-Lipschitz in l2.
+    """
+    global _GROUP_SORT_CLASS
+    if _GROUP_SORT_CLASS is None:
+        import keras
+
+        from art_ext.estimators.certification.keras_graph import group_sort_function
+
+        class GroupSort(keras.layers.Layer):
+            def __init__(self, group_size=2, axis=-1, **kwargs):
+                super().__init__(**kwargs)
+                self.group_size = group_size
+                self.axis = axis
+
+            def call(self, x):
+                return group_sort_function(x, self.group_size, self.axis)
+
+            def get_config(self):
+                return {**super().get_config(), "group_size": self.group_size, "axis": self.axis}
+
+        _GROUP_SORT_CLASS = GroupSort
+    return _GROUP_SORT_CLASS(group_size, axis)
 
 
 def residual_block(body: Any, shortcut: Any = None) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 from art.defences.trainer.trainer import Trainer
 
 from art_ext.backend import get_backend
-from art_ext.backend.distributed import all_reduce, broadcast, get_context
+from art_ext.backend.distributed import all_reduce, broadcast, get_context, unwrap_model
 from art_ext.defences.trainer._distributed import shared_seed
 from art_ext.defences.trainer._loop import (
     TrainingLoop,
@@ -32,6 +32,9 @@ from art_ext.utils.checks import check_finite, check_labels, check_positive
 logger = logging.getLogger(__name__)
 
 __all__ = ["LipschitzMarginTrainer"]
+
+#: Training objectives of :class:`LipschitzMarginTrainer`.
+OBJECTIVES = ("lmt", "gloro")
 
 
 class LipschitzMarginTrainer(Trainer):
@@ -62,6 +65,7 @@ class LipschitzMarginTrainer(Trainer):
         random_state: int | None = None,
         verbose: bool = True,
         lr_schedule: Any = None,
+        objective: str = "lmt",
     ) -> None:
         """
         :param classifier: ART ``PyTorchClassifier``, ``TensorFlowV2Classifier`` or ``KerasClassifier`` outputting
@@ -76,8 +80,19 @@ class LipschitzMarginTrainer(Trainer):
         :param lr_schedule: ``None`` (constant learning rate), ``"linear"`` (constant for the first half of the
                             epochs, then linearly towards zero) or a callable ``epoch -> factor`` of the starting
                             rate.
+        :param objective: ``"lmt"`` (the paper's loss: every non-target logit raised by its margin, ``c_t K_j``) or
+                          ``"gloro"`` (Leino et al., 2021: one extra "bottom" logit ``max_{i != j} f_i + c_t K_ji``
+                          built from the predicted class ``j``, appended to the logits and never the label, so the
+                          loss asks for a prediction certified at radius ``c_t``).
         """
-        check_certifiable_classifier(classifier)
+        if check_certifiable_classifier(classifier) == "pytorch":
+            import torch
+
+            if isinstance(unwrap_model(classifier.model), torch.jit.ScriptModule):
+                raise TypeError(
+                    "`classifier` holds a TorchScript model, whose graph is read from a frozen copy of its weights: "
+                    "train the eager nn.Module and script it afterwards."
+                )
         super().__init__(classifier)
         self.c = c
         self.warmup_epochs = warmup_epochs
@@ -87,6 +102,7 @@ class LipschitzMarginTrainer(Trainer):
         self.random_state = random_state
         self.verbose = verbose
         self.lr_schedule = lr_schedule
+        self.objective = objective
         self.history: list[dict] = []
         self.interrupted = False
         self._check_params()
@@ -102,6 +118,8 @@ class LipschitzMarginTrainer(Trainer):
         if not isinstance(self.verbose, bool):
             raise TypeError("`verbose` must be a bool.")
         check_lr_schedule(self.lr_schedule)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {self.objective!r}.")
 
     # ------------------------------------------------------------------ the margin term
     def _margin_offsets(self, ops: Any, graph: LipschitzGraph, state: PowerIterationState, labels: Any) -> tuple:
@@ -120,6 +138,21 @@ class LipschitzMarginTrainer(Trainer):
             return dist * l_prev * (1.0 - one_hot), lipschitz
         lipschitz = graph.estimate(state)
         return (1.0 - one_hot) * (math.sqrt(2.0) * lipschitz), lipschitz
+
+    def _gloro_logits(self, ops: Any, logits: Any, graph: LipschitzGraph, state: PowerIterationState, eps: Any):
+        """
+        ``(logits with the bottom logit appended (batch, nb_classes + 1), Lipschitz estimate)``: the bottom logit is
+        ``max_{i != j} f_i + eps K_ji`` with ``j`` the predicted class and ``K_ji`` the bound of the margin
+        ``f_j - f_i`` (pairwise last-layer rows, or ``sqrt(2) L``).
+
+        | Paper link: https://arxiv.org/abs/2102.08452
+        """
+        nb_classes = self.classifier.nb_classes
+        predicted_class = ops.argmax(ops.stop_gradient(logits), axis=1)
+        predicted = ops.one_hot(predicted_class, nb_classes)
+        offsets, lipschitz = self._margin_offsets(ops, graph, state, predicted_class)
+        bottom = ops.max(logits + eps * offsets - 1e9 * predicted, axis=1, keepdims=True)
+        return ops.concat([logits, bottom], axis=1), lipschitz
 
     # ------------------------------------------------------------------ training
     def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 20, batch_size: int = 128, **kwargs) -> None:
@@ -193,7 +226,7 @@ class LipschitzMarginTrainer(Trainer):
         loop = TrainingLoop(
             clf,
             nb_epochs,
-            desc="LMT",
+            desc="GloRo" if self.objective == "gloro" else "LMT",
             verbose=self.verbose,
             optimizer=optimizer,
             learning_rate=self.learning_rate,
@@ -220,6 +253,9 @@ class LipschitzMarginTrainer(Trainer):
 
         def loss_fn(xb, yb):
             logits = ops.call_model(loop.model, preprocess(xb), training=True)
+            if self.objective == "gloro":  # the label is never the bottom class (index nb_classes)
+                extended, counter["L"] = self._gloro_logits(ops, logits, graph, state, counter["c"])
+                return ops.cross_entropy(extended, yb)
             offsets, lip = self._margin_offsets(ops, graph, state, yb)
             counter["L"] = lip
             return ops.cross_entropy(logits + counter["c"] * offsets, yb)

@@ -170,7 +170,9 @@ def build_graph(classifier: Any, check: bool = True) -> LipschitzGraph:
     if framework == "pytorch":
         from art_ext.estimators.certification.torch_graph import read_torch
 
-        output = read_torch(unwrap_model(classifier.model), nodes, ops)  # the module inside a DDP wrapper
+        example = ops.asarray(_probe_inputs(classifier, 2, 3), device=ops.device_of(classifier))
+        # the module inside a DDP wrapper; a TorchScript model's shape checks are resolved on the example
+        output = read_torch(unwrap_model(classifier.model), nodes, ops, example=example)
     else:
         from art_ext.estimators.certification.keras_graph import read_keras
 

@@ -39,7 +39,9 @@ class LayerRecord:
 
     * ``"input"``: the network input (node 0).
     * ``"dense"``: ``weight`` of shape ``(out, in)``, applied along the last axis; ``apply`` is the bias-free map.
-    * ``"conv"``: ``weight`` of shape ``(c_out, c_in / groups, kh, kw)``, ``in_spatial``, ``dilation``, ``groups``.
+    * ``"conv"``: ``weight`` of shape ``(c_out, c_in / groups, kh, kw)``, ``in_spatial``, ``dilation``, ``groups``;
+      with ``extra["transposed"]`` a transposed convolution, the adjoint of the convolution with this ``weight``
+      from its output grid to its input grid (the same operator norm, bounded on ``out_spatial``).
     * ``"bn"``: batch normalisation in eval mode; ``scale`` is ``gamma / sqrt(var + eps)`` per channel and
       ``scale_fn`` returns it as a framework tensor (for training).
     * ``"constant"``: a map with Lipschitz constant ``factor`` (activations, pooling, reshapes, scaling); ``note``
@@ -75,6 +77,12 @@ class LayerRecord:
         shape = self.in_shape[:2] if self.channels_last else self.in_shape[-2:]
         return int(shape[0]), int(shape[1])
 
+    @property
+    def out_spatial(self) -> tuple[int, int]:
+        """Height and width of a convolution's output."""
+        shape = self.out_shape[:2] if self.channels_last else self.out_shape[-2:]
+        return int(shape[0]), int(shape[1])
+
 
 def conv_spectral_bound(weight: np.ndarray, in_spatial: tuple[int, int], dilation=(1, 1), groups: int = 1) -> float:
     """
@@ -106,7 +114,9 @@ def sound_layer_bound(record: LayerRecord) -> float:
     if record.kind == "dense":
         return float(np.linalg.norm(np.asarray(record.weight, dtype=np.float64), 2))
     if record.kind == "conv":
-        return conv_spectral_bound(record.weight, record.in_spatial, record.dilation, record.groups)
+        # a transposed convolution is the adjoint of a convolution on its output grid: same norm
+        spatial = record.out_spatial if record.extra.get("transposed") else record.in_spatial
+        return conv_spectral_bound(record.weight, spatial, record.dilation, record.groups)
     if record.kind == "bn":
         return float(np.max(np.abs(record.scale)))
     if record.kind in ("constant", "input"):
@@ -176,6 +186,8 @@ class LipschitzGraph:
         folded: set[int] = set()
         for i, node in enumerate(self.nodes):
             if node.kind != "bn" or len(node.inputs) != 1 or self.nodes[node.inputs[0]].kind not in LINEAR_KINDS:
+                continue
+            if self.nodes[node.inputs[0]].extra.get("transposed"):  # its output channels are the weight's axis 1
                 continue
             j = node.inputs[0]
             prev = self.nodes[j]

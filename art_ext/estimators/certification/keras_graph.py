@@ -14,12 +14,30 @@ from typing import Any
 
 from art_ext.estimators.certification.graph import LayerRecord, pool_cover, schur_factor
 
-__all__ = ["read_keras"]
+__all__ = ["group_sort_function", "read_keras"]
+
+
+def group_sort_function(x: Any, group_size: int, axis: int) -> Any:
+    """Sort the values along `axis` in consecutive groups of `group_size` (ascending); 1-Lipschitz in l2."""
+    import keras
+
+    shape = list(x.shape)
+    dim = axis % len(shape)
+    if dim == 0:
+        raise TypeError("GroupSort along the batch axis mixes samples; sort along a feature axis.")
+    n = int(shape[dim])
+    if n % group_size:
+        raise ValueError(f"GroupSort: axis {axis} has {n} values, not a multiple of group_size={group_size}.")
+    grouped = [-1] + shape[1:dim] + [n // group_size, group_size] + shape[dim + 1 :]
+    y = keras.ops.sort(keras.ops.reshape(x, grouped), axis=dim + 1)
+    return keras.ops.reshape(y, [-1] + shape[1:])
 
 
 def _refuse(name: str, what: str, why: str = "") -> TypeError:
     return TypeError(
         f"Layer {name!r} ({what}) cannot be bounded{': ' + why if why else ''}. Certifiable: Dense, Conv2D, "
+        "Conv2DTranspose, UpSampling2D (nearest/bilinear), ZeroPadding2D, keras.ops.abs/clip, "
+        "art_ext.models MaxMin/GroupSort, "
         "BatchNormalization, ReLU (threshold 0)/LeakyReLU/ELU and relu/tanh/sigmoid/elu/gelu/silu/softplus "
         "activations, max/average/global pooling, Flatten/Reshape/Dropout, Rescaling, Add/Subtract/Concatenate, "
         "nested Sequential/functional models, art_ext.models.ResidualBlock."
@@ -152,6 +170,11 @@ def _layer(layer: Any, inputs: list, nodes: list, ops: Any, name: str, args: tup
         )
         return len(nodes) - 1
 
+    group_class = getattr(sys.modules.get("art_ext.models.tensorflow"), "_GROUP_SORT_CLASS", None)
+    if group_class is not None and t is group_class:
+        return new(
+            "constant", lambda x, layer=layer: group_sort_function(x, layer.group_size, layer.axis), note="groupsort"
+        )
     if residual_class is not None and t is residual_class:
         body = _read(layer.body, src, nodes, ops, f"{name}.body")
         short = src if layer.shortcut is None else _read(layer.shortcut, src, nodes, ops, f"{name}.shortcut")
@@ -193,6 +216,64 @@ def _layer(layer: Any, inputs: list, nodes: list, ops: Any, name: str, args: tup
             apply=lambda x, layer=layer: layer.convolution_op(x, layer.kernel),
         )
         return activation(layer.activation, at)
+    if t is L.Conv2DTranspose:
+        channels_last = layer.data_format == "channels_last"
+
+        def conv_t(x, layer=layer, bias=True):
+            y = keras.ops.conv_transpose(
+                x,
+                layer.kernel,
+                strides=list(layer.strides),
+                padding=layer.padding,
+                output_padding=layer.output_padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            )
+            if not (bias and layer.use_bias):
+                return y
+            return y + (
+                layer.bias if layer.data_format == "channels_last" else keras.ops.reshape(layer.bias, (-1, 1, 1))
+            )
+
+        # the adjoint of the convolution from the output grid with kernel (kh, kw, filters, in) read as (in, filters)
+        at = new(
+            "conv",
+            conv_t,
+            weight=layer.kernel.numpy().astype("float64").transpose(3, 2, 0, 1),
+            channels_last=channels_last,
+            dilation=_pair(layer.dilation_rate),
+            extra={"transposed": True},
+            apply=lambda x, f=conv_t: f(x, bias=False),
+        )
+        return activation(layer.activation, at)
+    if t is L.UpSampling2D:
+        if layer.interpolation not in ("nearest", "bilinear"):
+            raise _refuse(
+                label,
+                f"{t.__name__} ({layer.interpolation!r})",
+                "only nearest and bilinear resampling (non-negative weights) are bounded",
+            )
+
+        def upsample(x, layer=layer):
+            last = layer.data_format == "channels_last"
+            (hf, wf), axes = layer.size, (1, 2) if last else (2, 3)
+            if layer.interpolation == "nearest":
+                return keras.ops.repeat(keras.ops.repeat(x, hf, axis=axes[0]), wf, axis=axes[1])
+            size = (x.shape[axes[0]] * hf, x.shape[axes[1]] * wf)
+            return keras.ops.image.resize(x, size, interpolation="bilinear", data_format=layer.data_format)
+
+        return new(
+            "constant", upsample, factor_fn=lambda rec, f=upsample: schur_factor(ops, f, rec.in_shape), note="resample"
+        )
+    if t is L.ZeroPadding2D:
+
+        def zero_pad(x, layer=layer):
+            (top, bottom), (left, right) = layer.padding
+            spatial = [(top, bottom), (left, right)]
+            widths = [(0, 0)] + (spatial + [(0, 0)] if layer.data_format == "channels_last" else [(0, 0)] + spatial)
+            return keras.ops.pad(x, widths)
+
+        return new("constant", zero_pad, note="identity")  # an isometric embedding
     if t is L.BatchNormalization:
         if not isinstance(layer.axis, int):
             raise _refuse(label, t.__name__, "normalisation over several axes")
@@ -307,6 +388,13 @@ def _layer(layer: Any, inputs: list, nodes: list, ops: Any, name: str, args: tup
             raise _refuse(label, t.__name__, "it concatenates along the batch axis")
         return new("cat", lambda *xs, a=layer.axis: keras.ops.concatenate(list(xs), axis=a), ins=inputs)
     module = t.__module__
+    if module.startswith("keras.src.ops.numpy") and t.__name__ in ("Absolute", "Abs", "Clip"):
+        if len(inputs) != 1 or any(isinstance(a, keras.KerasTensor) for a in args[1:]):
+            raise _refuse(label, t.__name__, "its bounds depend on the input")
+        if t.__name__ == "Clip":
+            low, high = layer.x_min, layer.x_max
+            return new("constant", lambda x: keras.ops.clip(x, low, high), note="clamp", extra={"same_shape": True})
+        return new("constant", keras.ops.abs, note="abs")
     if module.startswith("keras.src.ops.numpy") and t.__name__ in (
         "Add",
         "Subtract",

@@ -15,30 +15,49 @@ from typing import Any
 import numpy as np
 
 from art_ext.estimators.certification.graph import LayerRecord, adaptive_cover, pool_cover, schur_factor
-from art_ext.estimators.certification.torch_modules import activation_tables, module_node, pair, refuse
+from art_ext.estimators.certification.torch_modules import (
+    NOT_NONNEGATIVE,
+    RESAMPLE_MODES,
+    activation_tables,
+    group_sort_class,
+    module_node,
+    pair,
+    refuse,
+)
 
 __all__ = ["read_torch"]
 
 
-def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
+def read_torch(model: Any, nodes: list[LayerRecord], ops: Any, example: Any = None) -> int:
     """
     Append the nodes of `model`'s traced graph to `nodes` (whose last node is the model's input).
 
     :param model: The ``torch.nn.Module``.
     :param nodes: Graph nodes so far; the model's input is ``nodes[-1]``.
     :param ops: The PyTorch backend.
+    :param example: An example input batch (numpy), needed to read a TorchScript model (its shape checks are
+                    resolved on it).
     :return: Index of the output node.
     :raises TypeError: When the model cannot be traced or a node cannot be bounded (the message names it).
     """
+    import torch
     from torch import fx, nn
-    from torch.nn import functional as F
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
+            if type(m) is group_sort_class():
+                return True
             return type(m).__module__.startswith("torch.nn.") and not isinstance(
                 m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
             )
 
+    if isinstance(model, torch.jit.ScriptModule):
+        from art_ext.estimators.certification.torch_script import script_to_fx
+
+        if example is None:
+            raise TypeError("A TorchScript model is read on an example input; none was given.")
+        graph, root = script_to_fx(model, example)
+        return read_fx(graph, root, nodes, ops, type(model).__name__)
     if isinstance(model, nn.Sequential) and type(model).forward is not nn.Sequential.forward:
         raise TypeError(
             f"{type(model).__name__} subclasses nn.Sequential with its own forward, which ART's PyTorchClassifier "
@@ -46,16 +65,29 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
             "Subclass nn.Module instead."
         )
     was_training = model.training
-    model.eval()
+    model.eval()  # parametrizations (spectral_norm...) compute their eval-mode weight while the graph is read
     try:
-        graph = Tracer().trace(model)
-    except Exception as err:  # torch.fx raises many kinds of errors on untraceable code
-        raise TypeError(
-            f"torch.fx cannot trace {type(model).__name__}.forward ({type(err).__name__}: {err}); write forward without "
-            "data-dependent control flow so that its computation graph can be bounded."
-        ) from err
+        try:
+            graph = Tracer().trace(model)
+        except Exception as err:  # torch.fx raises many kinds of errors on untraceable code
+            raise TypeError(
+                f"torch.fx cannot trace {type(model).__name__}.forward ({type(err).__name__}: {err}); write forward "
+                "without data-dependent control flow so that its computation graph can be bounded."
+            ) from err
+        return read_fx(graph, model, nodes, ops, type(model).__name__)
     finally:
         model.train(was_training)
+
+
+def read_fx(graph: Any, root: Any, nodes: list[LayerRecord], ops: Any, label: str) -> int:
+    """
+    Append the nodes of a ``torch.fx`` graph to `nodes`; ``get_attr`` and ``call_module`` targets are looked up on
+    `root`. Returns the index of the output node.
+    """
+    from torch import fx
+    from torch.nn import functional as F
+
+    model = root
     functions, methods, modules = activation_tables()
     index: dict[Any, int] = {}
     consts: dict[Any, Any] = {}
@@ -87,7 +119,9 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
         return len(nodes) - 1
 
     for node in graph.nodes:
-        if node.op == "call_module":
+        if "label" in node.meta:  # a TorchScript node: its aten operation and source line
+            name = node.meta["label"]
+        elif node.op == "call_module":
             name = f"{node.target} ({type(attr(node.target)).__name__})"
         else:
             name = f"{node.name} ({getattr(node.target, '__name__', node.target)})"
@@ -137,9 +171,9 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
         else:
             index[node] = _function_node(target, name, node, x, set(dependent), consts, add)
             record = nodes[index[node]]
-            if record.note in ("avgpool", "adaptive_maxpool") and len(record.inputs) != 1:
+            if record.note in ("avgpool", "adaptive_maxpool", "resample") and len(record.inputs) != 1:
                 raise refuse(name, str(target), "its parameters depend on the input")
-            if record.note == "avgpool":
+            if record.note in ("avgpool", "resample"):
                 record.factor_fn = lambda rec: schur_factor(ops, rec.forward, rec.in_shape)
             elif record.note == "adaptive_maxpool":
                 out = pair(node.args[1] if len(node.args) > 1 else node.kwargs["output_size"])
@@ -148,7 +182,7 @@ def read_torch(model: Any, nodes: list[LayerRecord], ops: Any) -> int:
                     * adaptive_cover(rec.in_shape[-1], out[1] or rec.in_shape[-1])
                 )
     if output is None:
-        raise TypeError(f"The traced graph of {type(model).__name__} has no output.")
+        raise TypeError(f"The traced graph of {label} has no output.")
     return output
 
 
@@ -225,6 +259,66 @@ def _function_node(target, name, node, x, const_args, consts, add) -> int:
             groups=int(groups),
             apply=lambda t, w=w: F.conv2d(t, w, None, stride, padding, dilation, groups),
         )
+    if target is F.conv_transpose2d:
+        w = consts.get(other)
+        if w is None:
+            raise refuse(name, "conv_transpose2d", "its weight depends on the input")
+        p = dict(zip(("stride", "padding", "output_padding", "groups", "dilation"), list(args[3:])))
+        p.update({k: v for k, v in kwargs.items() if k != "bias"})
+        stride, padding, out_pad = p.get("stride", 1), p.get("padding", 0), p.get("output_padding", 0)
+        groups, dilation = p.get("groups", 1), p.get("dilation", 1)
+        return add(
+            "conv",
+            name,
+            args,
+            kwargs,
+            target,
+            weight=w.detach().cpu().double().numpy(),
+            dilation=pair(dilation),
+            groups=int(groups),
+            extra={"transposed": True},
+            apply=lambda t, w=w: F.conv_transpose2d(t, w, None, stride, padding, out_pad, groups, dilation),
+        )
+    if target is F.batch_norm:
+        p = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"), args))
+        p.update(kwargs)
+        if p.get("training"):
+            raise refuse(name, "batch_norm", "in training mode it mixes the samples of a batch")
+        stats = [p.get(k) for k in ("running_mean", "running_var", "weight", "bias")]
+        if any(v is not None and v not in consts for v in stats) or stats[1] is None:
+            raise refuse(name, "batch_norm", "its statistics or affine parameters depend on the input")
+        mean, var, gamma, _ = (consts[v] if v is not None else None for v in stats)
+        eps = float(p.get("eps", 1e-5))
+
+        def scale_fn(var=var, gamma=gamma, eps=eps):
+            return (gamma if gamma is not None else torch.ones_like(var)) / torch.sqrt(var + eps)
+
+        return add(
+            "bn",
+            name,
+            args,
+            kwargs,
+            target,
+            scale=scale_fn().detach().cpu().double().numpy(),
+            scale_fn=scale_fn,
+            extra={"axis": 0},
+        )
+    if target is F.interpolate:
+        p = dict(zip(("input", "size", "scale_factor", "mode", "align_corners"), args))
+        p.update(kwargs)
+        if p.get("mode", "nearest") not in RESAMPLE_MODES:
+            raise refuse(name, f"interpolate (mode {p.get('mode')!r})", NOT_NONNEGATIVE)
+        return add("constant", name, args, kwargs, target, note="resample")
+    if target is F.pad:
+        mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+        if mode not in ("constant", "reflect", "replicate", "circular"):
+            raise refuse(name, f"pad (mode {mode!r})")
+        return add("constant", name, args, kwargs, target, note="resample", extra={"mode": mode})
+    if target in (torch.clamp, torch.clip, "clamp", "clip", torch.abs, "abs", operator.abs):
+        if const_args != {x}:
+            raise refuse(name, str(target), "its bounds depend on the input")
+        note = "abs" if target in (torch.abs, "abs", operator.abs) else "clamp"
+        return add("constant", name, args, kwargs, _callable(target), note=note, extra={"same_shape": True})
     if target is F.dropout:
         training = kwargs.get("training", args[2] if len(args) > 2 else True)
         if training:

@@ -8,11 +8,25 @@ functions and methods recognised by identity.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from art_ext.estimators.certification.graph import LayerRecord, adaptive_cover, pool_cover, schur_factor
 
-__all__ = ["activation_tables", "module_node", "pair", "refuse"]
+__all__ = [
+    "NOT_NONNEGATIVE",
+    "RESAMPLE_MODES",
+    "activation_tables",
+    "group_sort_class",
+    "group_sort_function",
+    "module_node",
+    "pair",
+    "refuse",
+]
+
+#: Resampling modes whose linear map has non-negative weights (bounded by ``sqrt(max row sum * max column sum)``).
+RESAMPLE_MODES = ("nearest", "nearest-exact", "bilinear")
+NOT_NONNEGATIVE = "only nearest and bilinear resampling (non-negative weights) are bounded"
 
 
 def pair(v: Any) -> tuple[int, int]:
@@ -23,10 +37,28 @@ def pair(v: Any) -> tuple[int, int]:
 
 def refuse(name: str, what: str, why: str = "") -> TypeError:
     return TypeError(
-        f"Node {name!r} ({what}) cannot be bounded{': ' + why if why else ''}. Certifiable: Linear, Conv2d, BatchNorm "
-        "(eval), ReLU/LeakyReLU/ELU/Tanh/Sigmoid/GELU/SiLU/Softplus/Hardtanh, max/avg/adaptive pooling, flatten/view/"
-        "reshape, dropout, +/- of branches, torch.cat, scaling by a constant."
+        f"Node {name!r} ({what}) cannot be bounded{': ' + why if why else ''}. Certifiable: Linear, Conv2d (any "
+        "padding mode), ConvTranspose2d, BatchNorm (eval), these under torch.nn.utils.parametrizations, ReLU/LeakyReLU/"
+        "ELU/Tanh/Sigmoid/GELU/SiLU/Softplus/Hardtanh, clamp, abs, art_ext.models MaxMin/GroupSort, max/avg/adaptive "
+        "pooling, Upsample (nearest/bilinear), padding, flatten/view/reshape, dropout, +/- of branches, torch.cat, "
+        "scaling by a constant."
     )
+
+
+def group_sort_function(x: Any, group_size: int, axis: int) -> Any:
+    """Sort the values along `axis` in consecutive groups of `group_size` (ascending); 1-Lipschitz in l2."""
+    dim = axis % x.dim()
+    if dim == 0:
+        raise TypeError("GroupSort along the batch axis mixes samples; sort along a feature axis.")
+    n = int(x.shape[dim])
+    if n % group_size:
+        raise ValueError(f"GroupSort: axis {axis} has {n} values, not a multiple of group_size={group_size}.")
+    return x.unflatten(dim, (n // group_size, group_size)).sort(dim=dim + 1).values.flatten(dim, dim + 1)
+
+
+def group_sort_class() -> Any:
+    """art_ext's GroupSort module class (exact type), if its module was imported (it is never imported from here)."""
+    return getattr(sys.modules.get("art_ext.models.pytorch"), "_GROUP_SORT_CLASS", None)
 
 
 def activation_tables():
@@ -65,6 +97,26 @@ def activation_tables():
     return functions, methods, modules
 
 
+def _plain_type(m: Any, name: str) -> type:
+    """
+    The ``torch.nn`` class a module computes as: its own type, or for a module under
+    ``torch.nn.utils.parametrize`` (``parametrizations.spectral_norm``, ``weight_norm``, ``orthogonal``) the class
+    it parametrizes, whose ``forward`` it runs with the weight the parametrization computes (read from ``m.weight``,
+    never assumed from the parametrization's name).
+    """
+    from torch.nn.utils import parametrize
+
+    t = type(m)
+    if not parametrize.is_parametrized(m):
+        return t
+    base = t.__bases__[0] if len(t.__bases__) == 1 else None
+    if base is None or t.__name__ != f"Parametrized{base.__name__}" or "forward" in t.__dict__:
+        raise refuse(name, t.__name__, "a parametrized module that is not a plain torch.nn layer")
+    if set(m.parametrizations.keys()) - {"weight"}:
+        raise refuse(name, t.__name__, f"parametrized {sorted(m.parametrizations.keys())}; only the weight may be")
+    return base
+
+
 def module_node(m, name, node, nodes, index, modules, ops) -> int:
     import torch
     from torch import nn
@@ -79,7 +131,65 @@ def module_node(m, name, node, nodes, index, modules, ops) -> int:
         nodes.append(LayerRecord(kind=kind, name=name, inputs=(src,), forward=forward, **fields))
         return len(nodes) - 1
 
-    t = type(m)
+    if m._forward_hooks or m._forward_pre_hooks:
+        raise refuse(
+            name,
+            kind_name,
+            "it has forward hooks, whose effect cannot be bounded (for torch.nn.utils.spectral_norm, use "
+            "torch.nn.utils.parametrizations.spectral_norm)",
+        )
+    t = _plain_type(m, name)
+
+    def resample(forward, note="resample"):
+        return new("constant", forward, factor_fn=lambda rec: schur_factor(ops, forward, rec.in_shape), note=note)
+
+    if t is group_sort_class():
+        return new("constant", lambda x: group_sort_function(x, m.group_size, m.axis), note="groupsort")
+    if t is nn.Conv2d and m.padding_mode != "zeros":
+        # F.pad with the padding mode (a map with one 1 per output: its norm is the root of the most copies of one
+        # input), then the convolution without padding
+        padding = m._reversed_padding_repeated_twice
+        pad_at = resample(lambda x: F.pad(x, padding, mode=m.padding_mode))
+        nodes.append(
+            LayerRecord(
+                kind="conv",
+                name=name,
+                inputs=(pad_at,),
+                forward=lambda x: F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups),
+                weight=m.weight.detach().cpu().double().numpy(),
+                dilation=pair(m.dilation),
+                groups=int(m.groups),
+                apply=lambda x: F.conv2d(x, m.weight, None, m.stride, 0, m.dilation, m.groups),
+            )
+        )
+        return len(nodes) - 1
+    if t is nn.ConvTranspose2d:
+        if m.padding_mode != "zeros":
+            raise refuse(name, kind_name, f"padding_mode {m.padding_mode!r} (only 'zeros')")
+        args = (m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+        return new(
+            "conv",
+            lambda x: F.conv_transpose2d(x, m.weight, m.bias, *args),
+            weight=m.weight.detach().cpu().double().numpy(),
+            dilation=pair(m.dilation),
+            groups=int(m.groups),
+            extra={"transposed": True},
+            apply=lambda x: F.conv_transpose2d(x, m.weight, None, *args),
+        )
+    if t in (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d):
+        if m.mode not in RESAMPLE_MODES:
+            raise refuse(name, f"{kind_name} (mode {m.mode!r})", NOT_NONNEGATIVE)
+        return resample(
+            lambda x: F.interpolate(
+                x, m.size, m.scale_factor, m.mode, m.align_corners, recompute_scale_factor=m.recompute_scale_factor
+            )
+        )
+    pads = {nn.ZeroPad2d: "constant", nn.ConstantPad2d: "constant", nn.ReflectionPad2d: "reflect"}
+    pads.update({nn.ReplicationPad2d: "replicate", nn.CircularPad2d: "circular"})
+    if t in pads:
+        return resample(
+            lambda x: F.pad(x, m.padding, pads[t], getattr(m, "value", 0.0) if pads[t] == "constant" else None)
+        )
     if t is nn.Linear:
         return new(
             "dense",
