@@ -54,7 +54,7 @@ def clean_command(command: str) -> str:
     return "ART_EXT_DATA=<data root> " + " ".join(shlex.quote(w) for w in out)
 
 
-def wrap(command: str, width: int = 76) -> list[str]:
+def wrap(command: str, width: int = 58) -> list[str]:
     """A command as code-block lines of at most about `width` characters, continued with backslashes (an option
     stays on the line of its value)."""
     prefix = "ART_EXT_DATA=<data root>"

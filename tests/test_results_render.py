@@ -143,7 +143,7 @@ def test_tables_fit_the_page_and_figures_are_drawn(tmp_path, render):
     assert all(f"column {i}" in cells for i in range(15)) and cells.count("wide") == 3
     # commands are wrapped: no code line runs off the page
     code = [line for line in text.splitlines() if line.startswith("   ") and "--option-" in line]
-    assert len(code) > 2 and all(len(line) <= 90 for line in code)
+    assert len(code) > 2 and all(len(line) <= 66 for line in code)
     assert "--option-19 19" in text
     for png in ("lmt_verified_vs_radius", "vat_error_vs_epochs", "vat_error_vs_labels", "dfme_accuracy_vs_queries"):
         assert_png(docs / "results" / f"{png}.png")
