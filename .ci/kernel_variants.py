@@ -77,6 +77,12 @@ def variants(framework: str, cover: bool, flags: set[str]) -> tuple[list[dict], 
     return out, skipped
 
 
+def pytest_command() -> list[str]:
+    """The ``pytest`` script beside this Python (as tox runs it: the installed package, not the source tree)."""
+    script = os.path.join(os.path.dirname(sys.executable), "pytest")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "pytest"]
+
+
 def describe(env: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in env.items() if k in ("ATEN_CPU_CAPABILITY", "TF_ENABLE_ONEDNN_OPTS")) + (
         f" threads={env['OMP_NUM_THREADS']}"
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{framework}: {describe(env)}"
         print(f"\n===== kernel variant {label}", flush=True)
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "pytest", "--framework", framework, "-m", "kernels", "-q"]
+        cmd = pytest_command() + ["--framework", framework, "-m", "kernels", "-q"]
         rc = subprocess.call(cmd + args.pytest_args, cwd=ROOT, env={**os.environ, **env})
         if rc == NO_TESTS_COLLECTED:
             print(f"kernel variant {label}: no test collected, counted as passed", flush=True)
