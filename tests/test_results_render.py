@@ -96,7 +96,7 @@ def test_one_row_per_target_mean_and_spread_over_seeds(tmp_path, render):
     assert not any(cells[0].startswith("0.0%") for cells in glance.values()) and "gloro_small" not in top
     assert "lmt_mnist\n^^^^^^^^^" in runs and "gloro_small" in runs
     # the commands, without the machine's data path, and the runs behind each target row named
-    assert "ART_EXT_DATA=<data root> python benchmarks/lmt_mnist.py --epochs 60 --seed 1" in text
+    assert "ART_EXT_DATA=<data root> python benchmarks/lmt_mnist.py \\\n       --epochs 60 --seed 1\n" in text
     assert "/some/where" not in text
     assert "behind the target rows: LMT; State of the art" in text
     # targets without any run say so
