@@ -12,6 +12,11 @@ reference LeNet-5 of art_ext.models.
 
     python benchmarks/lmt_mnist.py --framework pytorch --data <data root> --c 1.58 --epochs 30 --warmup-epochs 10
     python benchmarks/lmt_mnist.py --quick
+    python benchmarks/lmt_mnist.py --objective gloro --architecture maxmin_mlp --c 1.58 --epochs 60
+
+``--objective gloro`` trains with the GloRo objective (writes gloro_mnist.json). Every run checks its own
+certificates: an l2 PGD on the logit margin against ``--check-inputs`` certified test inputs at 0.99 x their radius,
+projected onto the input box; the row ``certificate_check/...`` records the flips (0 for a sound certifier).
 
 Writes benchmarks/results/lmt_mnist.json (resumable: trained weights and finished rows are kept).
 """
@@ -70,9 +75,85 @@ def gloro_small(framework: str, seed: int, nb_classes: int = 10):
     )
 
 
+def maxmin_mlp(framework: str, seed: int, nb_classes: int = 10, width: int = 1024, depth: int = 2):
+    """lipschitz_mlp's shape with MaxMin activations (art_ext.models.MaxMin, bounded by 1 like ReLU but
+    gradient-norm preserving): Flatten - (Dense(width) - MaxMin) x depth - Dense(10)."""
+    from art_ext.models import MaxMin
+    from art_ext.utils.seed import set_seed
+
+    set_seed(seed, framework)
+    if framework == "pytorch":
+        from torch import nn
+
+        stack = [nn.Flatten()]
+        for i in range(depth):
+            stack += [nn.Linear(784 if i == 0 else width, width), MaxMin(framework)]
+        return nn.Sequential(*stack, nn.Linear(width, nb_classes))
+    import keras
+
+    stack = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
+    for _ in range(depth):
+        stack += [keras.layers.Dense(width), MaxMin(framework)]
+    return keras.Sequential(stack + [keras.layers.Dense(nb_classes)])
+
+
+def certificate_check(clf, x, pred, radius, steps: int, restarts: int, seed: int, batch: int = 250) -> dict:
+    """
+    The benchmark's own check of its certificates (issue 25 item 4): an l2 PGD on the logit margin
+    ``max_{j != t} f_j - f_t`` at 0.99 x each certified radius, normalised-gradient steps of ``2.5 eps / steps``,
+    `restarts` random starts in the ball plus one from ``x``, every iterate projected onto the ball and then onto the
+    input box (which only shortens the perturbation); a flip at any iterate counts.
+    """
+    from art_ext.backend import get_backend
+
+    ops = get_backend(clf)
+    device = ops.device_of(clf)
+    rng = np.random.default_rng(seed)
+    low, high = (float(v) for v in clf.clip_values)
+    flips = 0
+    for s in range(0, len(x), batch):
+        xb, pb = x[s : s + batch], pred[s : s + batch]
+        n, shape = len(xb), (-1,) + (1,) * (x.ndim - 1)
+        eps = (0.99 * radius[s : s + batch]).astype(np.float32).reshape(shape)
+        x_t, eps_t = ops.asarray(xb, device=device), ops.asarray(eps, device=device)
+        one_hot = ops.asarray(np.eye(clf.nb_classes, dtype=np.float32)[pb], device=device)
+        flipped = np.zeros(n, dtype=bool)
+
+        def margin(delta, x_t=x_t, one_hot=one_hot):
+            logits = ops.forward(clf, x_t + delta)
+            return ops.sum(ops.max(logits - 1e9 * one_hot, axis=1) - ops.sum(logits * one_hot, axis=1)), logits
+
+        for restart in range(restarts + 1):
+            start = np.zeros_like(xb)
+            if restart:
+                direction = rng.standard_normal(xb.shape).astype(np.float32)
+                direction /= np.linalg.norm(direction.reshape(n, -1), axis=1).reshape(shape)
+                start = np.clip(xb + direction * eps * rng.uniform(0, 1, size=eps.shape), low, high) - xb
+            delta = ops.asarray(start.astype(np.float32), device=device)
+            for _ in range(steps + 1):
+                (_, logits), (grad,) = ops.value_and_grad(margin, [delta], has_aux=True)
+                flipped |= ops.to_numpy(logits).argmax(1) != pb
+                delta = delta + (2.5 / steps) * eps_t * ops.l2_normalize(grad)
+                delta = delta * ops.minimum(eps_t / (ops.per_sample_norm(delta, keepdims=True) + 1e-12), 1.0)
+                delta = ops.clip(x_t + delta, low, high) - x_t
+        flips += int(flipped.sum())
+    return {"inputs": int(len(x)), "radius_factor": 0.99, "steps": steps, "restarts": restarts, "flips": flips}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--architecture", choices=["lipschitz_mlp", "gloro_small", "lenet5"], default="lipschitz_mlp")
+    p.add_argument(
+        "--architecture", choices=["lipschitz_mlp", "maxmin_mlp", "gloro_small", "lenet5"], default="lipschitz_mlp"
+    )
+    p.add_argument(
+        "--objective",
+        choices=["lmt", "gloro"],
+        default="lmt",
+        help="LipschitzMarginTrainer's objective; gloro writes gloro_mnist[_tensorflow].json",
+    )
+    p.add_argument("--check-inputs", type=int, default=500, help="certified test inputs attacked at 0.99 x radius")
+    p.add_argument("--check-steps", type=int, default=100)
+    p.add_argument("--check-restarts", type=int, default=2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--c", type=float, default=1.58, help="LMT target radius (MNIST scale)")
     p.add_argument("--warmup-epochs", type=int, default=5)
@@ -104,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fw = args.framework
     run = Run(
-        "lmt_mnist" + ("" if fw == "pytorch" else "_tensorflow"),
+        ("gloro_mnist" if args.objective == "gloro" else "lmt_mnist") + ("" if fw == "pytorch" else "_tensorflow"),
         args,
         PAPER,
         notes="Verified accuracy: correct and certified radius >= r by LipschitzCertifier's sound bound (a product "
@@ -114,7 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         "GloRo's TRADES-style loss with a growing radius). LMT at c=1.58 must buy a logit margin of about "
         "sqrt(2) x 1.58 x L with L the global bound, which on an unconstrained ReLU network costs clean accuracy "
         "long before the bound falls far enough.",
-        selectors=("no_plain", "rs_inputs", "rs_samples", "tightness_inputs"),
+        selectors=(
+            "no_plain",
+            "rs_inputs",
+            "rs_samples",
+            "tightness_inputs",
+            "check_inputs",
+            "check_steps",
+            "check_restarts",
+        ),
     )
     (x_train, y_train), (x_test, y_test), _, _ = load_mnist(channels_first=fw == "pytorch")
     rng = np.random.default_rng(args.seed)
@@ -126,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     def build():
         if args.architecture == "gloro_small":
             return gloro_small(fw, args.seed)
+        if args.architecture == "maxmin_mlp":
+            return maxmin_mlp(fw, args.seed)
         return build_model(args.architecture, fw, seed=args.seed)
 
     models = {}
@@ -141,10 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     lmt = make_classifier(build(), input_shape=shape, learning_rate=args.learning_rate)
     schedule = None if args.lr_schedule == "constant" else args.lr_schedule
     trainer = LipschitzMarginTrainer(
-        lmt, c=args.c, warmup_epochs=min(args.warmup_epochs, args.epochs), random_state=args.seed, lr_schedule=schedule
+        lmt,
+        c=args.c,
+        warmup_epochs=min(args.warmup_epochs, args.epochs),
+        random_state=args.seed,
+        lr_schedule=schedule,
+        objective=args.objective,
     )
     trained(run, "lmt", lmt, lambda: trainer.fit(x_train, y_train, nb_epochs=args.epochs, batch_size=args.batch_size))
-    models[f"LMT c={args.c}"] = lmt
+    method = "GloRo" if args.objective == "gloro" else "LMT"
+    models[f"{method} c={args.c}"] = lmt
 
     def evaluate(clf):
         cert = LipschitzCertifier(clf)
@@ -159,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             "clean": float(ok.mean()),
             "verified_0.3": float(np.mean(ok & (radius >= 0.3))),
             "verified_1.58": float(np.mean(ok & (radius >= 1.58))),
-            "paper_verified_1.58": PAPER["verified_at_1.58"]["LMT (reproduced)"],
+            "paper_verified_1.58": PAPER["verified_at_1.58"][method if method == "GloRo" else "LMT (reproduced)"],
             "median_radius": float(np.median(np.where(ok, radius, 0.0))),
             "lipschitz_bound": float(cert.lipschitz_bound()),
             "certify_over_predict_time": t_cert / t_pred,
@@ -168,6 +265,22 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, clf in models.items():
         run.row(name, lambda c=clf, n=name: {"training": n, "architecture": args.architecture, **evaluate(c)})
+
+    def check(clf):
+        pred, radius = LipschitzCertifier(clf).certify(x_test, batch_size=256)
+        chosen = np.flatnonzero(radius > 0)[: args.check_inputs]
+        return {
+            "model": f"{method} c={args.c}",
+            "median_radius_checked": float(np.median(radius[chosen])) if len(chosen) else 0.0,
+            **certificate_check(
+                clf, x_test[chosen], pred[chosen], radius[chosen], args.check_steps, args.check_restarts, args.seed
+            ),
+        }
+
+    if args.check_inputs > 0:
+        checked = run.row(f"certificate_check/{method} c={args.c}", lambda: check(lmt))
+        if checked["flips"]:
+            print(f"UNSOUND: {checked['flips']} certified predictions flipped within 0.99 x radius", flush=True)
 
     def tightness(name, clf):
         from art_ext.evaluations import CertificateTightnessAnalysis
@@ -222,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         extra["lmt_over_plain_epoch_time"] = train_s["lmt"] / train_s["plain"]
     run.finish(
         setting=f"MNIST ({fw}), {args.architecture}, {len(x_train)} train / {len(x_test)} test images, "
-        f"{args.epochs} epochs, c={args.c}, warm-up {min(args.warmup_epochs, args.epochs)} epochs, learning rate "
+        f"{args.epochs} epochs, {method} objective, c={args.c}, warm-up {min(args.warmup_epochs, args.epochs)} epochs, learning rate "
         f"{args.lr_schedule}",
         **extra,
     )
