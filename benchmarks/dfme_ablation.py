@@ -217,14 +217,17 @@ def run_ablation(args, command_argv) -> int:
         loss=args.loss,
         directions=args.directions,
     )
-    sys.argv = command_argv
     notes = (
         "art_ext's DataFreeModelExtraction with its defaults but loss and n_directions, PyTorch, no validation data; "
         "student measured on the MNIST test set outside the thief. Logit-recovery error on a sample of the generated "
         f"queries (the first {PROBE_ROWS} inputs of every {PROBE_EVERY}th victim call) against the victim's true "
         "logits, both centred per sample."
     )
-    run = Run(f"dfme_mnist_ablation_{args.budget}", config, PAPER, notes, selectors=("seeds", "loss", "directions"))
+    argv, sys.argv = sys.argv, command_argv  # the command the result file records
+    try:
+        run = Run(f"dfme_mnist_ablation_{args.budget}", config, PAPER, notes, selectors=("seeds", "loss", "directions"))
+    finally:
+        sys.argv = argv
     run.data["budget"] = args.budget
     for seed in seeds:
         for loss in losses:

@@ -90,7 +90,8 @@ class Meter:
         self.curve.append(
             {"queries": self.queries, "seconds": round(seconds, 2), "ratio": round(acc / self.victim_accuracy, 4)}
         )
-        print(f"    {self.queries:>9,} queries {seconds:8.1f} s  student/victim {acc / self.victim_accuracy:.3f}")
+        ratio = acc / self.victim_accuracy
+        print(f"    {self.queries:>9,} queries {seconds:8.1f} s  student/victim {ratio:.3f}", flush=True)
 
     @property
     def seconds(self) -> float:
