@@ -321,3 +321,30 @@ def test_inputs_outside_the_served_range_are_refused_unless_clip(server, classif
         srv.shutdown()
         srv.server_close()
     assert json.loads(_request(server.url + "/stats")[2]) == {"answered": 0}
+
+
+def test_dfme_command_steals_an_endpoint_and_resumes_from_its_ledger(
+    framework, digits_cnn_classifier_probabilities, tmp_path, capsys
+):
+    """`art-ext dfme --victim URL --ledger DIR`: the server answers the budget once; a second run pays nothing."""
+    from art_ext.cli.main import main
+
+    srv = serve_in_thread(digits_cnn_classifier_probabilities, model_name="digits")
+    out = tmp_path / "out"
+    args = ["dfme", "--framework", framework, "--victim", srv.url + "/v2/models/digits", "--budget", "384"]
+    args += ["--batch-size", "32", "--ledger", str(tmp_path / "ledger"), "--out", str(out), "--quiet"]
+    try:
+        assert main(args) == 0
+        first = srv.answered
+        table = capsys.readouterr().out
+        assert 0 < first <= 384 and f"| {first} " in table  # the queries column is what the server answered
+        student = out / ("student.pt" if framework == "pytorch" else "student.keras")
+        assert student.is_file()
+        assert main(args) == 0  # started again: every batch is replayed from the ledger
+        assert srv.answered == first
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert main(["dfme", "--ledger", str(tmp_path / "l2")]) == 2
+    assert "--victim URL" in capsys.readouterr().err
+    assert main(["dfme", "--victim", "http://127.0.0.1:1/v2/models/x", "--header", "no colon"]) == 2
