@@ -797,3 +797,22 @@ def test_unbounded_layers_are_refused_naming_the_node(framework):
         clf = make_classifier(model, input_shape=SHAPE[framework])
         with pytest.raises(TypeError, match=match):
             LipschitzCertifier(clf)
+
+
+@pytest.mark.only_with_framework("pytorch")
+def test_torchscript_group_sort_network_is_read_through_aten_sort(x):
+    import torch
+    from torch import nn
+
+    from art_ext.models import GroupSort, MaxMin
+
+    _seed("pytorch")
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), GroupSort(4, "pytorch"), nn.Flatten(), nn.Linear(144, 64), MaxMin(), nn.Linear(64, 10)
+    ).eval()
+    reference = LipschitzCertifier(make_classifier(model, input_shape=SHAPE["pytorch"]))
+    assert [n.note for n in reference.records if n.note == "groupsort"] == ["groupsort", "groupsort"]
+    for compiled in (torch.jit.script(model), torch.jit.trace(model, torch.as_tensor(x[:2]))):
+        cert = assert_sound(make_classifier(compiled, input_shape=SHAPE["pytorch"]), x, min_certified=4)
+        assert [n.factor for n in cert.records if n.note == "sort"] == [1.0, 1.0]
+        assert cert.lipschitz_bound() == pytest.approx(reference.lipschitz_bound(), rel=1e-6)

@@ -192,16 +192,21 @@ def group_sort(group_size: int = 2, axis: int = 1) -> Any:
     if _GROUP_SORT_CLASS is None:
         from torch import nn
 
-        from art_ext.estimators.certification.torch_modules import group_sort_function
-
         class GroupSort(nn.Module):
             def __init__(self, group_size: int = 2, axis: int = 1) -> None:
                 super().__init__()
                 self.group_size = group_size
                 self.axis = axis
 
-            def forward(self, x):
-                return group_sort_function(x, self.group_size, self.axis)
+            def forward(self, x):  # written so that torch.jit.script compiles it
+                dim = self.axis % x.dim()
+                if dim == 0:
+                    raise ValueError("GroupSort along the batch axis mixes samples; sort along a feature axis.")
+                n = x.shape[dim]
+                if n % self.group_size != 0:
+                    raise ValueError("GroupSort: the axis length is not a multiple of group_size.")
+                grouped = x.unflatten(dim, [n // self.group_size, self.group_size])
+                return grouped.sort(dim=dim + 1)[0].flatten(dim, dim + 1)
 
             def extra_repr(self) -> str:
                 return f"group_size={self.group_size}, axis={self.axis}"

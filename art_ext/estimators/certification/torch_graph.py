@@ -23,6 +23,7 @@ from art_ext.estimators.certification.torch_modules import (
     module_node,
     pair,
     refuse,
+    sorted_values,
 )
 
 __all__ = ["read_torch"]
@@ -314,6 +315,10 @@ def _function_node(target, name, node, x, const_args, consts, add) -> int:
         if mode not in ("constant", "reflect", "replicate", "circular"):
             raise refuse(name, f"pad (mode {mode!r})")
         return add("constant", name, args, kwargs, target, note="resample", extra={"mode": mode})
+    if target is sorted_values:
+        if const_args != {x}:
+            raise refuse(name, "sort", "its parameters depend on the input")
+        return add("constant", name, args, kwargs, target, note="sort")
     if target in (torch.clamp, torch.clip, "clamp", "clip", torch.abs, "abs", operator.abs):
         if const_args != {x}:
             raise refuse(name, str(target), "its bounds depend on the input")
@@ -324,7 +329,7 @@ def _function_node(target, name, node, x, const_args, consts, add) -> int:
         if training:
             raise refuse(name, "dropout", "in training mode it is random")
         return add("constant", name, args, kwargs, target, note="identity")
-    if target in (torch.flatten, "flatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze"):
+    if target in (torch.flatten, "flatten", "unflatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze"):
         return add("constant", name, args, kwargs, _callable(target), note="identity")
     if target in ("permute", torch.permute):
         dims = (

@@ -22,6 +22,7 @@ __all__ = [
     "module_node",
     "pair",
     "refuse",
+    "sorted_values",
 ]
 
 #: Resampling modes whose linear map has non-negative weights (bounded by ``sqrt(max row sum * max column sum)``).
@@ -54,6 +55,12 @@ def group_sort_function(x: Any, group_size: int, axis: int) -> Any:
     if n % group_size:
         raise ValueError(f"GroupSort: axis {axis} has {n} values, not a multiple of group_size={group_size}.")
     return x.unflatten(dim, (n // group_size, group_size)).sort(dim=dim + 1).values.flatten(dim, dim + 1)
+
+
+def sorted_values(x: Any, dim: int = -1, descending: bool = False) -> Any:
+    """``torch.sort(x, dim, descending).values``: sorting each vector is 1-Lipschitz in l2 (TorchScript's
+    ``aten::sort`` when its indices are not used, as in a scripted GroupSort)."""
+    return x.sort(dim=dim, descending=descending).values
 
 
 def group_sort_class() -> Any:

@@ -25,7 +25,7 @@ import math
 import operator
 from typing import Any
 
-from art_ext.estimators.certification.torch_modules import refuse
+from art_ext.estimators.certification.torch_modules import refuse, sorted_values
 
 __all__ = ["script_to_fx"]
 
@@ -54,6 +54,7 @@ _SCALAR = {
     "aten::mul": operator.mul,
     "aten::div": operator.truediv,
     "aten::floordiv": operator.floordiv,
+    "aten::floor_divide": operator.floordiv,
     "aten::remainder": operator.mod,
     "aten::neg": operator.neg,
     "aten::__not__": operator.not_,
@@ -256,7 +257,7 @@ class _Reader:
             raise refuse(label, kind, "an operation on the input that has no known Lipschitz bound")
         target, args, kwargs = rule(label, ins)
         unused = outs[1:]
-        if unused and base != "aten::adaptive_max_pool2d":
+        if unused and base not in ("aten::adaptive_max_pool2d", "aten::sort"):  # their indices are never read
             raise refuse(label, kind, "it has several outputs")
         value = _call(target, _values(args), _values(kwargs))
         if isinstance(target, str):
@@ -402,6 +403,8 @@ def _tensor_rules() -> dict:
         "aten::adaptive_avg_pool2d": same(F.adaptive_avg_pool2d),
         "aten::adaptive_max_pool2d": same(F.adaptive_max_pool2d),
         "aten::mean": mean,
+        "aten::sort": lambda label, ins: (sorted_values, tuple(ins[:3]), {}),
+        "aten::unflatten": same("unflatten"),
         "aten::upsample_nearest2d": interpolate("nearest"),
         "aten::_upsample_nearest_exact2d": interpolate("nearest-exact"),
         "aten::upsample_bilinear2d": interpolate("bilinear"),
