@@ -36,6 +36,7 @@ setup(
         "scikit-learn>=1.2",
         "tqdm>=4.60",
         "matplotlib>=3.6",
+        "multiprocess>=0.70",  # ART's AutoAttack imports it (the audit's robustness section runs AutoAttack)
     ],
     extras_require=extras,
     entry_points={"console_scripts": ["art-ext=art_ext.cli.main:main"]},

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from art_ext.evaluations.audit_core import SECTIONS
+from art_ext.evaluations.audit import SECTIONS
 
 MODEL_HELP = (
     "the model: a TorchScript file (torch.jit.save; TorchScript is code: only audit files you trust), "
@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "audit",
         help="audit your own model on your data: accuracy, robustness, masking, certification, extraction",
         description="Audit a saved model on labelled data and write report.md, report.html and results.json.",
+        epilog="Exit status: 0 when every section ran or was skipped with its reason, 1 when a section failed (an "
+        "internal error of the audit; the report holds the others), 2 on bad input (nothing is written). A CI job "
+        "can gate on it.",
     )
     add_model_arguments(p)
     p.add_argument(
@@ -90,8 +93,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="md,html,json", help="files to write: md, html, json (default: all)")
     p.add_argument(
         "--attacks",
-        default="fgsm,pgd,square",
-        help="robustness attacks: fgsm, pgd, square, autoattack (default: first 3)",
+        default="fgsm,pgd,square,hopskipjump,autoattack",
+        help="robustness attacks: fgsm, pgd, square, hopskipjump, autoattack (ART's AutoAttack); each runs where it "
+        "fits the input (Square on square images, HopSkipJump elsewhere) and the report says why (default: all)",
     )
     p.add_argument("--extraction-queries", type=int, default=20_000, help="DFME budget per victim (default 20000)")
     p.add_argument("--seed", type=int, default=0)
@@ -246,7 +250,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  - {line}")
     for fmt, path in report.files.items():
         print(f"[art-ext audit] {fmt}: {os.path.abspath(path)}")
+    for s in report.sections:
+        if s.status == "skipped" and verbose:
+            print(f"[art-ext audit] {s.key} skipped: {s.reason}")
     failed = [s.key for s in report.sections if s.status == "failed"]
     if failed:
-        print(f"art-ext audit: warning: section(s) {', '.join(failed)} failed (see the report).", file=sys.stderr)
+        print(f"art-ext audit: error: section(s) {', '.join(failed)} failed (see the report).", file=sys.stderr)
+        return 1
     return 0

@@ -2,9 +2,10 @@
 ``art_ext.evaluations``, mirroring ``art.evaluations``.
 """
 
-from art_ext.evaluations.audit_core import SECTIONS as AUDIT_SECTIONS
-from art_ext.evaluations.audit_core import audit
-from art_ext.evaluations.audit_report import AuditReport
+# The package art_ext.evaluations.audit holds the sections; the name `audit` here is the function, as it always was
+# (the package module is callable too).
+from art_ext.evaluations.audit import SECTIONS as AUDIT_SECTIONS
+from art_ext.evaluations.audit import AuditReport, audit
 from art_ext.evaluations.certificate_tightness import (
     CertificateTightnessAnalysis,
     CertificateUnsoundError,

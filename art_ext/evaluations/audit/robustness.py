@@ -1,9 +1,8 @@
 """
-Sections of the audit that only query and differentiate the audited classifier: clean accuracy and calibration,
-robustness curves (ART's FGSM, PGD and SquareAttack or AutoAttack) and Lipschitz certification.
-
-Each section has ``plan_<key>(ctx, allotted) -> (params, estimated seconds, shrink notes)`` and
-``run_<key>(ctx, params, section)``; :mod:`art_ext.evaluations.audit_core` calls them in order.
+Robustness curves: accuracy under ART's attacks over an eps grid, chosen by what the input is. Gradient attacks
+(FGSM, PGD, ART's ``AutoAttack``) take any shape; the gradient-free check is ``SquareAttack`` on square images
+(ART's Square draws square tiles and breaks on other shapes) and ``HopSkipJump`` (decision-based, any shape)
+elsewhere. Text classifiers are attacked in embedding space, padding and the mask channel untouched.
 """
 
 from __future__ import annotations
@@ -13,140 +12,109 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_ext.evaluations.audit_budget import shrink
+from art_ext.evaluations.audit.budget import shrink
+from art_ext.evaluations.audit.context import ROBUSTNESS_LABELS, SectionSkipped
 from art_ext.utils.outputs import predict_in_batches
 
-#: Attacks of the robustness section (``"autoattack"`` may replace ``"square"``).
-ROBUSTNESS_ATTACKS = ("fgsm", "pgd", "square")
-_LABELS = {
-    "fgsm": "FGSM",
-    "pgd": "PGD",
-    "square": "Square (black-box)",
-    "autoattack": "AutoAttack protocol (APGD-CE, then Square)",
-}
+KEY, TITLE, SHARE = "robustness", "Robustness curves", 0.30
+_LABELS = ROBUSTNESS_LABELS
+#: Attacks that need the classifier's gradients.
+GRADIENT_ATTACKS = ("fgsm", "pgd", "autoattack")
+#: Attacks run once per norm with unbounded (minimal) perturbations, counted at each eps.
+MINIMAL_ATTACKS = ("hopskipjump",)
 
 
 def _norm_label(norm: str) -> str:
     return "l-inf" if norm == "inf" else "l2"
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def choose_attacks(ctx) -> tuple[list[str], dict[str, str]]:
+    """The asked-for attacks that fit the classifier and its input, and why each other one is left out."""
+    from art.estimators.estimator import NeuralNetworkMixin
+
+    kind, ran, why = ctx.kind, [], {}
+    neural = isinstance(ctx.target, NeuralNetworkMixin)
+    for key in ctx.robustness_attacks:
+        if key in GRADIENT_ATTACKS and not (ctx.cost.has_gradients and neural):
+            why[key] = "needs the classifier's gradients (ART loss_gradient), which it does not provide"
+        elif key == "autoattack" and not _has_multiprocess():
+            why[key] = "ART's AutoAttack needs the `multiprocess` package: pip install multiprocess"
+        elif key == "square" and not kind.square_image:
+            why[key] = f"image-only (square images of 8 pixels or more a side); the inputs are {kind.describe()}"
+        elif key == "square" and not neural:
+            why[key] = "ART's SquareAttack needs a NeuralNetworkMixin estimator (e.g. BlackBoxClassifierNeuralNetwork)"
+        elif key == "hopskipjump" and "square" in ctx.robustness_attacks and kind.square_image and neural:
+            why[key] = "Square is the gradient-free check on square images (HopSkipJump is for other inputs)"
+        else:
+            ran.append(key)
+    return ran, why
 
 
-def probabilities(ctx, outputs: np.ndarray) -> np.ndarray:
-    """Probabilities from the classifier's outputs (softmax of logits; probabilities unchanged)."""
-    return softmax(outputs) if ctx.output == "logits" else np.asarray(outputs, dtype=np.float64)
+def _has_multiprocess() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("multiprocess") is not None
 
 
-# ------------------------------------------------------------------------------------------------------- clean
-def plan_clean(ctx, allotted):
-    return {"n": len(ctx.x)}, ctx.cost.f(len(ctx.x)) + 1.0, []
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> tuple[float, list]:
-    """ECE over `bins` equal-width confidence bins, and the rows ``(lo, hi, count, confidence, accuracy)``."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece, rows = 0.0, []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
-        if mask.any():
-            conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
-            ece += mask.mean() * abs(conf - acc)
-            rows.append((float(lo), float(hi), int(mask.sum()), conf, acc))
-    return float(ece), rows
-
-
-def run_clean(ctx, params, section) -> None:
-    import matplotlib.pyplot as plt
-
-    outputs = predict_in_batches(ctx.classifier, ctx.x, ctx.batch_size)
-    p = probabilities(ctx, outputs)
-    pred = p.argmax(1)
-    correct = pred == ctx.y
-    accuracy = float(correct.mean())
-    confidence = p.max(1)
-    ece, rows = expected_calibration_error(confidence, correct)
-    nll = float(-np.mean(np.log(np.maximum(p[np.arange(len(p)), ctx.y], 1e-12))))
-    onehot = np.eye(ctx.nb_classes)[ctx.y]
-    brier = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
-    per_class = {int(c): float(correct[ctx.y == c].mean()) for c in np.unique(ctx.y)}
-    ctx.shared["clean_correct"] = correct
-    ctx.shared["clean_accuracy"] = accuracy
-    section.results.update(
-        {
-            "nb_samples": len(ctx.x),
-            "accuracy": accuracy,
-            "mean_confidence": float(confidence.mean()),
-            "ece": ece,
-            "nll": nll,
-            "brier": brier,
-            "per_class_accuracy": per_class,
-            "reliability": [dict(zip(("lo", "hi", "count", "confidence", "accuracy"), r)) for r in rows],
-        }
-    )
-    section.text(
-        f"On {len(ctx.x)} inputs. Confidence is the largest {'softmax of the logits' if ctx.output == 'logits' else 'probability'}; "
-        "the expected calibration error (ECE, 15 bins) is the average gap between confidence and accuracy."
-    )
-    section.table(
-        ["accuracy", "mean confidence", "ECE", "NLL", "Brier"], [[accuracy, float(confidence.mean()), ece, nll, brier]]
-    )
-    worst = sorted(per_class.items(), key=lambda kv: kv[1])[:3]
-    section.text("Least accurate classes: " + ", ".join(f"{c}: {a:.1%}" for c, a in worst) + ".")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    centers = [(r[0] + r[1]) / 2 for r in rows]
-    axes[0].bar(centers, [r[4] for r in rows], width=1 / 15, edgecolor="k", alpha=0.7, label="accuracy")
-    axes[0].plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    axes[0].set_xlabel("confidence")
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend()
-    axes[1].hist(confidence, bins=20, range=(0, 1))
-    axes[1].set_xlabel("confidence")
-    axes[1].set_ylabel("inputs")
-    section.figure(fig, "clean_calibration.png", "Reliability diagram and confidence histogram")
-    section.finding(0, f"Clean accuracy {accuracy:.1%} on {len(ctx.x)} inputs.")
-    if ece > 0.1:
-        section.finding(1, f"Poorly calibrated: ECE {ece:.3f} (mean confidence {confidence.mean():.1%}).")
-
-
-# ------------------------------------------------------------------------------------------------------- robustness
-def _robustness_seconds(ctx, params) -> float:
+def _seconds(ctx, params) -> float:
     c, n, seconds = ctx.cost, params["n"], 0.0
+    apgd = 2 if ctx.nb_classes > 2 else 1
     for norm in ctx.norms:
         per_eps = {
             "fgsm": c.g(n) + c.f(n),
             "pgd": 1.3 * params["steps"] * c.g(n) + 2 * c.f(n),
             "square": c.square(n, params["square_iter"], norm) + c.f(n),
-            "autoattack": 1.5 * params["steps"] * c.g(n) + c.square(n, params["square_iter"], norm),
+            "autoattack": params["autoattack"]
+            * (
+                apgd * 1.5 * params["steps"] * c.g(n)
+                + (c.square(n, params["square_iter"], norm) if ctx.kind.square_image else 0.0)
+            ),
         }
-        seconds += len(ctx.eps[norm]) * sum(per_eps[a] for a in ctx.shared["robustness_attacks"])
+        # HopSkipJump: one run per norm, one input at a time: per iteration a gradient estimate of up to 100
+        # queries in one call and about 25 single-input queries of the binary and step-size searches.
+        once = n * (params["hsj_iter"] * (c.f(100, calls=1) + c.f(25, calls=25)) + c.f(40, calls=40))
+        for key in params["attacks"]:
+            seconds += once if key == "hopskipjump" else len(ctx.eps[norm]) * per_eps[key]
     return seconds
 
 
-def plan_robustness(ctx, allotted):
-    from art.estimators.estimator import NeuralNetworkMixin
-
-    # ART's attacks need a NeuralNetworkMixin estimator (e.g. BlackBoxClassifierNeuralNetwork for black boxes).
-    attacks = [a for a in ctx.robustness_attacks if ctx.cost.has_gradients or a == "square"]
-    if not attacks or not isinstance(ctx.classifier, NeuralNetworkMixin):
-        return None, 0.0, []
-    ctx.shared["robustness_attacks"] = attacks
-    params = {"n": min(len(ctx.x), 500), "steps": 20, "square_iter": 200}
+def plan(ctx, allotted):
+    attacks, why = choose_attacks(ctx)
+    if not attacks:
+        raise SectionSkipped(
+            "no asked-for attack fits this classifier ("
+            + "; ".join(f"{_LABELS[k]}: {r}" for k, r in why.items())
+            + "); give a PyTorch/TensorFlow classifier with gradients, or a BlackBoxClassifier for HopSkipJump"
+        )
+    params = {"n": min(len(ctx.x), 500), "steps": 20, "square_iter": 200, "hsj_iter": 10, "autoattack": 1}
     params.update(ctx.options.get("robustness", {}))
     params["n"] = min(len(ctx.x), params["n"])
-    steps = [("n", min(50, params["n"]), "inputs"), ("steps", 5, "PGD steps"), ("square_iter", 25, "Square iterations")]
-    steps.append(("n", min(20, params["n"]), "inputs"))
-    return shrink(params, lambda p: _robustness_seconds(ctx, p), allotted, steps)
+    params["autoattack"] = int("autoattack" in attacks)
+    params["attacks"], params["left_out"] = attacks, why
+    square = "square" in attacks or ("autoattack" in attacks and ctx.kind.square_image)
+    uses = {"steps": "pgd" in attacks or "autoattack" in attacks, "square_iter": square}
+    uses.update(hsj_iter="hopskipjump" in attacks, autoattack="autoattack" in attacks)
+    steps = [
+        ("n", min(50, params["n"]), "inputs"),
+        ("steps", 5, "PGD steps"),
+        ("square_iter", 25, "Square iterations"),
+        ("hsj_iter", 3, "HopSkipJump iterations"),
+        ("autoattack", 0, "AutoAttack runs"),
+        ("n", min(20, params["n"]), "inputs"),
+    ]
+    steps = [step for step in steps if uses.get(step[0], True)]
+    params, seconds, notes = shrink(params, lambda p: _seconds(ctx, p), allotted, steps)
+    if "autoattack" in attacks and not params["autoattack"]:
+        params["attacks"] = [a for a in attacks if a != "autoattack"]
+        params["left_out"] = dict(why, autoattack="does not fit the time budget (a larger --budget-minutes runs it)")
+        notes = [n for n in notes if not n.startswith("AutoAttack runs")] + ["ART AutoAttack left out"]
+    return params, seconds, notes
 
 
 def _fit_iterations(ctx, key, norm, params, calls_left, section) -> dict:
     """Square's iterations for the next call, lowered when the calls left would run past the section's deadline."""
     deadline = ctx.shared.get("section_deadline")
-    if key not in ("square", "autoattack") or deadline is None:
+    if key not in ("square", "autoattack") or deadline is None or not ctx.kind.square_image:
         return params
     per_iteration = ctx.shared.get(f"square_per_iteration_{norm}")
     if per_iteration is None:
@@ -161,11 +129,18 @@ def _fit_iterations(ctx, key, norm, params, calls_left, section) -> dict:
     return dict(params, square_iter=iterations)
 
 
-def _attack(key, clf, norm, eps, params, batch_size, seed):
-    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent, SquareAttack
+def _attack(ctx, key, norm, eps, params):
+    from art.attacks.evasion import (
+        AutoAttack,
+        AutoProjectedGradientDescent,
+        FastGradientMethod,
+        HopSkipJump,
+        ProjectedGradientDescent,
+        SquareAttack,
+    )
 
+    clf, batch_size, steps = ctx.target, ctx.batch_size, params["steps"]
     norm_value = np.inf if norm == "inf" else 2
-    steps = params["steps"]
     if key == "fgsm":
         return FastGradientMethod(clf, norm=norm_value, eps=eps, batch_size=batch_size)
     if key == "pgd":
@@ -178,113 +153,165 @@ def _attack(key, clf, norm, eps, params, batch_size, seed):
             batch_size=batch_size,
             verbose=False,
         )
+    if key == "hopskipjump":
+        return HopSkipJump(
+            _decisions(ctx), batch_size=batch_size, norm=norm_value, max_iter=params["hsj_iter"], max_eval=100, init_eval=10,
+            init_size=20, verbose=False,
+        )  # fmt: skip
+    square = SquareAttack(
+        clf,
+        norm=norm_value,
+        eps=eps,
+        max_iter=params["square_iter"],
+        nb_restarts=1,
+        batch_size=batch_size,
+        verbose=False,
+    )
     if key == "square":
-        return SquareAttack(
+        return square
+    losses = ["cross_entropy"] + (["difference_logits_ratio"] if ctx.nb_classes > 2 and ctx.output == "logits" else [])
+    attacks = [
+        AutoProjectedGradientDescent(
             clf,
             norm=norm_value,
             eps=eps,
-            max_iter=params["square_iter"],
-            nb_restarts=1,
+            eps_step=2 * eps / 10,
+            max_iter=steps,
             batch_size=batch_size,
+            loss_type=loss,
             verbose=False,
-        )
-    from art.attacks.evasion import AutoProjectedGradientDescent
-
-    attacks = [
-        AutoProjectedGradientDescent(
-            clf, norm=norm_value, eps=eps, eps_step=2 * eps / 10, max_iter=steps, batch_size=batch_size, verbose=False
-        ),
-        SquareAttack(
-            clf, norm=norm_value, eps=eps, max_iter=params["square_iter"], batch_size=batch_size, verbose=False
-        ),
-    ]
-    return _Sequence(clf, attacks, batch_size)
+        )  # fmt: skip
+        for loss in losses
+    ] + ([square] if ctx.kind.square_image else [])
+    return AutoAttack(clf, norm=norm_value, eps=eps, eps_step=2 * eps / 10, attacks=attacks, batch_size=batch_size)
 
 
-class _Sequence:
-    """
-    AutoAttack's protocol (ART's ``AutoAttack`` needs the ``multiprocess`` package): run the attacks one after the
-    other, each on the inputs the previous ones did not fool, and keep the first adversarial example found.
-    """
+def _decisions(ctx):
+    """The classifier as a black box answering float32 queries (ART's HopSkipJump sends float64 ones)."""
+    from art.estimators.classification import BlackBoxClassifier
 
-    def __init__(self, classifier, attacks, batch_size) -> None:
-        self.classifier, self.attacks, self.batch_size = classifier, attacks, batch_size
+    def predict(x):
+        return predict_in_batches(ctx.target, np.asarray(x, dtype=np.float32), ctx.batch_size)
 
-    def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        labels = y.argmax(1)
-        x_adv = x.copy()
-        for attack in self.attacks:
-            left = predict_in_batches(self.classifier, x_adv, self.batch_size).argmax(1) == labels
-            if not left.any():
-                break
-            x_adv[left] = attack.generate(x[left], y[left])
-        return x_adv
+    return BlackBoxClassifier(
+        predict, tuple(ctx.target.input_shape), ctx.nb_classes, clip_values=ctx.target.clip_values
+    )
 
 
-def run_robustness(ctx, params, section) -> None:
-    import matplotlib.pyplot as plt
+def attack_mask(ctx, x: np.ndarray) -> dict:
+    """``generate`` keyword arguments: for text, a mask keeping padding and the mask channel untouched."""
+    if ctx.kind.name != "tokens":
+        return {}
+    mask = np.zeros_like(x)
+    mask[..., :-1] = x[..., -1:] > 0
+    return {"mask": mask}
 
+
+def _distances(x_adv, x, norm):
+    flat = (x_adv - x).reshape(len(x), -1).astype(np.float64)
+    return np.abs(flat).max(1) if norm == "inf" else np.sqrt((flat**2).sum(1))
+
+
+def run(ctx, params, section) -> None:
     rng = np.random.default_rng(ctx.seed)
     n = params["n"]
     idx = np.sort(rng.choice(len(ctx.x), n, replace=False)) if n < len(ctx.x) else np.arange(len(ctx.x))
-    x, y = ctx.x[idx], ctx.y[idx]
-    clean = predict_in_batches(ctx.classifier, x, ctx.batch_size).argmax(1) == y
+    x, y = ctx.xt[idx], ctx.y[idx]
+    clean = predict_in_batches(ctx.target, x, ctx.batch_size).argmax(1) == y
     onehot = np.eye(ctx.nb_classes, dtype=np.float32)[y]
-    attacks = list(ctx.shared["robustness_attacks"])
+    attacks = list(params["attacks"])
     total = sum(len(ctx.eps[norm]) for norm in ctx.norms) * len(attacks)
     curves: dict = {norm: {"eps": [0.0] + list(ctx.eps[norm]), "accuracy": {}} for norm in ctx.norms}
     robust_all = {norm: [clean.copy() for _ in curves[norm]["eps"]] for norm in ctx.norms}
+    left_out = dict(params["left_out"])
     bar = tqdm(total=total, desc="robustness", disable=not ctx.verbose)
     done = []
     for key in attacks:  # cheapest first: past the section's deadline, the remaining attacks are left out
         if done and ctx.past_deadline():
+            left_out[key] = "the section ran past its share of the time budget"
             section.shrunk.append(f"{_LABELS[key]} left out: the section ran past its share of the time budget")
             bar.update(sum(len(ctx.eps[norm]) for norm in ctx.norms))
             continue
         calls_left = sum(len(ctx.eps[norm]) for norm in ctx.norms)
         for norm in ctx.norms:
             accs = [float(clean.mean())]
+            if key in MINIMAL_ATTACKS:
+                np.random.seed(int(rng.integers(2**31)))  # ART's HopSkipJump draws from numpy's global generator
+                x_adv = _attack(ctx, key, norm, None, params).generate(x, onehot, **attack_mask(ctx, x))
+                fooled = predict_in_batches(ctx.target, x_adv, ctx.batch_size).argmax(1) != y
+                dist = _distances(x_adv, x, norm)
             for i, eps in enumerate(ctx.eps[norm]):
-                np.random.seed(int(rng.integers(2**31)))  # ART's SquareAttack draws from numpy's global generator
-                call_params = _fit_iterations(ctx, key, norm, params, calls_left, section)
-                attack = _attack(key, ctx.classifier, norm, eps, call_params, ctx.batch_size, ctx.seed)
-                start = time.perf_counter()
-                with np.errstate(divide="ignore", invalid="ignore"):  # ART's Square divides 0 by 0 on converged rows
-                    x_adv = attack.generate(x, onehot)
-                if key in ("square", "autoattack"):
-                    ctx.shared[f"square_per_iteration_{norm}"] = (time.perf_counter() - start) / call_params[
-                        "square_iter"
-                    ]
+                if key in MINIMAL_ATTACKS:
+                    ok = ~(fooled & (dist <= eps * (1 + 1e-6)))
+                else:
+                    np.random.seed(int(rng.integers(2**31)))  # ART's SquareAttack draws from numpy's global generator
+                    call_params = _fit_iterations(ctx, key, norm, params, calls_left, section)
+                    attack = _attack(ctx, key, norm, eps, call_params)
+                    start = time.perf_counter()
+                    with np.errstate(divide="ignore", invalid="ignore"):  # ART's Square divides 0 by 0 when converged
+                        x_adv = attack.generate(x, onehot, **attack_mask(ctx, x))
+                    if key == "square":
+                        ctx.shared[f"square_per_iteration_{norm}"] = (time.perf_counter() - start) / call_params[
+                            "square_iter"
+                        ]
+                    ok = predict_in_batches(ctx.target, x_adv, ctx.batch_size).argmax(1) == y
                 calls_left -= 1
-                ok = predict_in_batches(ctx.classifier, x_adv, ctx.batch_size).argmax(1) == y
                 accs.append(float(np.mean(ok & clean)))
                 robust_all[norm][i + 1] &= ok
                 bar.update(1)
             curves[norm]["accuracy"][key] = accs
         done.append(key)
+    bar.close()
     for norm in ctx.norms:
         curves[norm]["accuracy"]["worst_case"] = [float(r.mean()) for r in robust_all[norm]]
-    attacks = done
-    bar.close()
     ctx.shared["robustness"] = curves
-    section.results.update({"nb_samples": n, "pgd_steps": params["steps"], "square_iter": params["square_iter"]})
-    section.results["curves"] = curves
-    section.text(
-        f"Accuracy under attack on {n} inputs (an input counts as robust when it is classified correctly before and "
-        f"after the attack). PGD: {params['steps']} steps of 2.5 eps / steps; Square: {params['square_iter']} "
-        "iterations, gradient-free (the black-box check: if it beats PGD, gradients are not to be trusted). "
-        "Worst case: robust against every attack."
+    section.results.update(
+        {
+            "nb_samples": n,
+            "pgd_steps": params["steps"],
+            "square_iter": params["square_iter"],
+            "input_kind": ctx.kind.name,
+            "attacks_ran": done,
+            "attacks_left_out": left_out,
+            "curves": curves,
+        }
     )
+    _write(ctx, section, params, curves, done, left_out)
+
+
+def _write(ctx, section, params, curves, done, left_out) -> None:
+    import matplotlib.pyplot as plt
+
+    space = " (perturbing the word embeddings)" if ctx.kind.name == "tokens" else ""
+    section.text(
+        f"Accuracy under attack on {params['n']} inputs, {ctx.kind.describe()}{space} (an input counts as robust "
+        "when it is classified correctly before and after the attack). Worst case: robust against every attack."
+    )
+    why_ran = {
+        "fgsm": "one gradient step, any input shape",
+        "pgd": f"{params['steps']} gradient steps of 2.5 eps / steps, any input shape",
+        "autoattack": "ART's AutoAttack: APGD (cross-entropy"
+        + (", DLR" if ctx.nb_classes > 2 and ctx.output == "logits" else "")
+        + ")"
+        + (", then Square" if ctx.kind.square_image else "")
+        + ", the standard robustness numbers are compared by",
+        "square": f"gradient-free, {params['square_iter']} iterations, square images (the black-box check: if it "
+        "beats PGD, gradients are not to be trusted)",
+        "hopskipjump": f"gradient-free and decision-based, {params['hsj_iter']} iterations, any input shape (the "
+        "black-box check); its minimal perturbations are counted at each eps",
+    }
+    lines = [f"- {_LABELS[k]}: ran ({why_ran[k]})" for k in done]
+    lines += [f"- {_LABELS[k]}: not run ({r})" for k, r in left_out.items()]
+    section.text("\n".join(lines))
     fig, axes = plt.subplots(1, len(ctx.norms), figsize=(5 * len(ctx.norms), 3.5), squeeze=False)
     for ax, norm in zip(axes[0], ctx.norms):
         c = curves[norm]
-        headers = [f"eps ({_norm_label(norm)})"] + [_LABELS[a] for a in attacks] + ["worst case"]
+        headers = [f"eps ({_norm_label(norm)})"] + [_LABELS[a] for a in done] + ["worst case"]
         rows = [
-            [e] + [c["accuracy"][a][i] for a in attacks] + [c["accuracy"]["worst_case"][i]]
-            for i, e in enumerate(c["eps"])
+            [e] + [c["accuracy"][a][i] for a in done] + [c["accuracy"]["worst_case"][i]] for i, e in enumerate(c["eps"])
         ]
         section.table(headers, rows)
-        for a in attacks + ["worst_case"]:
+        for a in done + ["worst_case"]:
             ax.plot(
                 c["eps"], c["accuracy"][a], "o-" if a != "worst_case" else "k--", label=_LABELS.get(a, "worst case")
             )
@@ -299,104 +326,15 @@ def run_robustness(ctx, params, section) -> None:
         section.finding(
             severity,
             f"{_norm_label(norm)}: accuracy falls from {worst[0]:.1%} to {worst[1]:.1%} at eps={c['eps'][1]:g} and "
-            f"{worst[mid]:.1%} at eps={c['eps'][mid]:g} (worst case over {', '.join(_LABELS[a] for a in attacks)}).",
+            f"{worst[mid]:.1%} at eps={c['eps'][mid]:g} (worst case over {', '.join(_LABELS[a] for a in done)}).",
         )
-        if "square" in attacks and "pgd" in attacks:
-            gap = max(p - s for p, s in zip(c["accuracy"]["pgd"], c["accuracy"]["square"]))
+        free = next((a for a in ("square", "hopskipjump") if a in done), None)
+        if free and "pgd" in done:
+            gap = max(p - s for p, s in zip(c["accuracy"]["pgd"], c["accuracy"][free]))
             if gap > 0.1:
                 section.finding(
                     2,
-                    f"{_norm_label(norm)}: gradient-free Square beats PGD by {gap:.0%} of accuracy: gradient-based "
-                    "numbers overstate robustness.",
+                    f"{_norm_label(norm)}: gradient-free {_LABELS[free].split(' (')[0]} beats PGD by {gap:.0%} of "
+                    "accuracy: gradient-based numbers overstate robustness.",
                 )
     section.figure(fig, "robustness_curves.png", "Accuracy under attack against eps")
-
-
-# ------------------------------------------------------------------------------------------------------- certification
-def plan_certification(ctx, allotted):
-    return {"n": len(ctx.x)}, ctx.cost.f(len(ctx.x)) + 1.0, []
-
-
-def _not_certifiable_reason(ctx, error: BaseException) -> str:
-    model = getattr(ctx.classifier, "model", None)
-    if type(model).__name__.startswith("RecursiveScriptModule") or "ScriptModule" in str(error):
-        return (
-            "a TorchScript model cannot be read layer by layer (its layers are compiled code); load it as "
-            "package.module:factory with its state_dict to certify it"
-        )
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def run_certification(ctx, params, section) -> None:
-    import matplotlib.pyplot as plt
-
-    from art_ext.estimators.certification import LipschitzCertifier
-
-    lmt = (
-        "Train with Lipschitz-margin training (`art_ext.defences.trainer.LipschitzMarginTrainer`, `art-ext lmt`) to get "
-        "a certifiable model with non-trivial radii."
-    )
-    if ctx.output != "logits":
-        reason = "the model outputs probabilities; certificates are computed on logits (remove the final softmax)"
-    else:
-        reason = None
-        try:
-            certifier = LipschitzCertifier(ctx.classifier)
-            bound = certifier.lipschitz_bound()
-        except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as error:
-            reason = _not_certifiable_reason(ctx, error)
-    if reason is not None:
-        section.results.update({"certifiable": False, "reason": reason})
-        section.text(f"Not certifiable: {reason}. {lmt}")
-        section.finding(0, f"Not certifiable: {reason}; see LMT.")
-        return
-    pred, radii = certifier.certify(ctx.x, batch_size=ctx.batch_size)
-    correct = pred == ctx.y
-    grid = [0.0] + list(ctx.eps.get("2", ()))
-    if len(grid) == 1:
-        hi = float(np.quantile(radii[correct], 0.9)) if correct.any() else 1.0
-        grid = [0.0] + [hi * f for f in (0.25, 0.5, 0.75, 1.0)]
-    cert = [float(np.mean(correct & (radii >= r))) for r in grid]
-    section.results.update(
-        {
-            "certifiable": True,
-            "lipschitz_bound": bound,
-            "radii": grid,
-            "certified_accuracy": cert,
-            "median_radius_correct": float(np.median(radii[correct])) if correct.any() else 0.0,
-            "layer_bounds": [[name, float(b)] for name, b in certifier.layer_bounds()],
-        }
-    )
-    section.text(
-        f"`LipschitzCertifier`: a guaranteed upper bound L = {bound:.4g} of the l2 Lipschitz constant of the logits "
-        "(exact per-layer spectral norms), so no l2 perturbation below the certified radius changes a prediction. "
-        "Certified accuracy at r: correct and certified up to at least r. The empirical curve (PGD, worst case of "
-        "the robustness section) is an upper bound of the true robust accuracy, the certified one a lower bound."
-    )
-    empirical = ctx.shared.get("robustness", {}).get("2")
-    rows = []
-    for i, (r, c) in enumerate(zip(grid, cert)):
-        emp = empirical["accuracy"]["worst_case"][i] if empirical and len(empirical["eps"]) == len(grid) else None
-        rows.append([r, c, "-" if emp is None else emp])
-        if emp is not None and c > emp + 1.0 / max(1, len(ctx.x)) + 0.05:
-            # Different samples: only a gap far beyond sampling noise is reported as a contradiction.
-            section.finding(3, f"Certificate contradicted at r={r:g}: certified {c:.1%} > empirical {emp:.1%}.")
-    section.table(["l2 radius", "certified accuracy", "empirical (attacks)"], rows)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(grid, cert, "o-", label="certified (sound)")
-    if empirical and len(empirical["eps"]) == len(grid):
-        ax.plot(grid, empirical["accuracy"]["worst_case"], "s--", label="empirical (attacks)")
-    ax.set_xlabel("l2 radius")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    section.figure(fig, "certified_accuracy.png", "Certified accuracy against l2 radius")
-    mid = len(grid) // 2
-    if cert[1] < 0.05:
-        section.finding(
-            1,
-            f"Certified accuracy is {cert[1]:.1%} at r={grid[1]:g} (L = {bound:.3g}): certificates are trivial; see LMT.",
-        )
-    else:
-        section.finding(0, f"Certified accuracy {cert[1]:.1%} at r={grid[1]:g} and {cert[mid]:.1%} at r={grid[mid]:g}.")
