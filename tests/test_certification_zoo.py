@@ -816,3 +816,73 @@ def test_torchscript_group_sort_network_is_read_through_aten_sort(x):
         cert = assert_sound(make_classifier(compiled, input_shape=SHAPE["pytorch"]), x, min_certified=4)
         assert [n.factor for n in cert.records if n.note == "sort"] == [1.0, 1.0]
         assert cert.lipschitz_bound() == pytest.approx(reference.lipschitz_bound(), rel=1e-6)
+
+
+def signal_models(framework):
+    """1-D convolutions and pooling on (N, 8, 8) signals: 8 channels x 8 steps (PyTorch), 8 steps x 8 channels
+    (Keras), as the audit's 1-D inputs."""
+    _seed(framework)
+    if framework == "pytorch":
+        from torch import nn
+        from torch.nn import functional as F
+
+        class Functional(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv, self.fc = nn.Conv1d(8, 6, 3, padding=2, dilation=2), nn.Linear(12, 10)
+
+            def forward(self, x):
+                h = F.max_pool1d(F.relu(self.conv(x)), 3, 2, padding=1)  # (6, 4)
+                return self.fc(F.adaptive_avg_pool1d(h, 2).flatten(1))
+
+        return {
+            "modules": nn.Sequential(
+                nn.Conv1d(8, 16, 3, padding=1),
+                nn.BatchNorm1d(16).eval(),
+                nn.ReLU(),
+                nn.Conv1d(16, 16, 3, padding=1, padding_mode="reflect", groups=2),
+                nn.MaxPool1d(2),
+                nn.AdaptiveMaxPool1d(3),
+                nn.Flatten(),
+                nn.Linear(48, 10),
+            ),
+            "functional": Functional(),
+        }
+    import keras
+    from keras import layers
+
+    return {
+        "modules": keras.Sequential(
+            [
+                keras.Input((8, 8)),
+                layers.Conv1D(16, 3, padding="causal", activation="relu"),
+                layers.Conv1D(16, 3, padding="same", dilation_rate=2),
+                layers.MaxPooling1D(2),
+                layers.AveragePooling1D(2, padding="same"),
+                layers.Flatten(),
+                layers.Dense(10),
+            ]
+        ),
+        "global": keras.Sequential(
+            [keras.Input((8, 8)), layers.Conv1D(12, 3), layers.GlobalAveragePooling1D(), layers.Dense(10)]
+        ),
+    }
+
+
+def test_one_dimensional_signals_are_certified_soundly(framework, x):
+    from art_ext.estimators.certification.graph import sound_layer_bound
+
+    signals = x.reshape(len(x), 8, 8)
+    for name, model in signal_models(framework).items():
+        clf = make_classifier(model, input_shape=(8, 8))
+        cert = assert_sound(clf, signals, min_certified=4)
+        convs = [n for n in cert.records if n.kind == "conv"]
+        assert convs and all(n.extra.get("conv1d") for n in convs), name
+        for node in convs:
+            assert sound_layer_bound(node) >= layer_jacobian_norm(cert.ops, node) * (1 - 1e-6), node.name
+        if framework == "pytorch":
+            import torch
+
+            for compiled in (torch.jit.script(model), torch.jit.trace(model, torch.as_tensor(signals[:2]))):
+                other = LipschitzCertifier(make_classifier(compiled, input_shape=(8, 8)))
+                assert other.lipschitz_bound() == pytest.approx(cert.lipschitz_bound(), rel=1e-5), name

@@ -41,7 +41,8 @@ class LayerRecord:
     * ``"dense"``: ``weight`` of shape ``(out, in)``, applied along the last axis; ``apply`` is the bias-free map.
     * ``"conv"``: ``weight`` of shape ``(c_out, c_in / groups, kh, kw)``, ``in_spatial``, ``dilation``, ``groups``;
       with ``extra["transposed"]`` a transposed convolution, the adjoint of the convolution with this ``weight``
-      from its output grid to its input grid (the same operator norm, bounded on ``out_spatial``).
+      from its output grid to its input grid (the same operator norm, bounded on ``out_spatial``); with
+      ``extra["conv1d"]`` a 1-D convolution, stored as a 2-D one of height 1.
     * ``"bn"``: batch normalisation in eval mode; ``scale`` is ``gamma / sqrt(var + eps)`` per channel and
       ``scale_fn`` returns it as a framework tensor (for training).
     * ``"constant"``: a map with Lipschitz constant ``factor`` (activations, pooling, reshapes, scaling); ``note``
@@ -73,14 +74,18 @@ class LayerRecord:
 
     @property
     def in_spatial(self) -> tuple[int, int]:
-        """Height and width of a convolution's input."""
-        shape = self.in_shape[:2] if self.channels_last else self.in_shape[-2:]
-        return int(shape[0]), int(shape[1])
+        """Height and width of a convolution's input (height 1 for a 1-D convolution)."""
+        return self._spatial(self.in_shape)
 
     @property
     def out_spatial(self) -> tuple[int, int]:
-        """Height and width of a convolution's output."""
-        shape = self.out_shape[:2] if self.channels_last else self.out_shape[-2:]
+        """Height and width of a convolution's output (height 1 for a 1-D convolution)."""
+        return self._spatial(self.out_shape)
+
+    def _spatial(self, shape: tuple) -> tuple[int, int]:
+        if self.extra.get("conv1d"):
+            return 1, int(shape[0] if self.channels_last else shape[-1])
+        shape = shape[:2] if self.channels_last else shape[-2:]
         return int(shape[0]), int(shape[1])
 
 

@@ -36,7 +36,7 @@ def group_sort_function(x: Any, group_size: int, axis: int) -> Any:
 def _refuse(name: str, what: str, why: str = "") -> TypeError:
     return TypeError(
         f"Layer {name!r} ({what}) cannot be bounded{': ' + why if why else ''}. Certifiable: Dense, Conv2D, "
-        "Conv2DTranspose, UpSampling2D (nearest/bilinear), ZeroPadding2D, keras.ops.abs/clip, "
+        "Conv1D, Conv2DTranspose, 1-D pooling, UpSampling2D (nearest/bilinear), ZeroPadding2D, keras.ops.abs/clip, "
         "art_ext.models MaxMin/GroupSort, "
         "BatchNormalization, ReLU (threshold 0)/LeakyReLU/ELU and relu/tanh/sigmoid/elu/gelu/silu/softplus "
         "activations, max/average/global pooling, Flatten/Reshape/Dropout, Rescaling, Add/Subtract/Concatenate, "
@@ -216,6 +216,59 @@ def _layer(layer: Any, inputs: list, nodes: list, ops: Any, name: str, args: tup
             apply=lambda x, layer=layer: layer.convolution_op(x, layer.kernel),
         )
         return activation(layer.activation, at)
+    if t is L.Conv1D:
+        last = layer.data_format == "channels_last"
+
+        def conv1d(x, layer=layer, bias=True):
+            padding = layer.padding
+            if padding == "causal":  # zeros on the left: an isometric embedding, then a valid convolution
+                x, padding = keras.ops.pad(x, layer._compute_causal_padding()), "valid"
+            y = keras.ops.conv(
+                x,
+                layer.kernel,
+                strides=list(layer.strides),
+                padding=padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            )
+            if not (bias and layer.use_bias):
+                return y
+            return y + (layer.bias if layer.data_format == "channels_last" else keras.ops.reshape(layer.bias, (-1, 1)))
+
+        at = new(
+            "conv",
+            conv1d,
+            weight=layer.kernel.numpy().astype("float64").transpose(2, 1, 0)[:, :, None, :],
+            channels_last=last,
+            dilation=(1, int(_pair(layer.dilation_rate)[0])),
+            groups=int(layer.groups),
+            extra={"conv1d": True},
+            apply=lambda x, f=conv1d: f(x, bias=False),
+        )
+        return activation(layer.activation, at)
+    if t in (L.MaxPooling1D, L.AveragePooling1D):
+        (k,), (st,) = (tuple(_pair(v)[:1]) for v in (layer.pool_size, layer.strides or layer.pool_size))
+
+        def pool1d(x, layer=layer, t=t):
+            fn = keras.ops.max_pool if t is L.MaxPooling1D else keras.ops.average_pool
+            return fn(x, layer.pool_size, layer.strides, layer.padding, layer.data_format)
+
+        if t is L.MaxPooling1D:
+            return new("constant", pool1d, factor=math.sqrt(pool_cover(k, st)), note="maxpool")
+        return new(
+            "constant", pool1d, factor_fn=lambda rec, f=pool1d: schur_factor(ops, f, rec.in_shape), note="avgpool"
+        )
+    if t in (L.GlobalAveragePooling1D, L.GlobalMaxPooling1D):
+        axis = 1 if layer.data_format == "channels_last" else 2
+        if t is L.GlobalMaxPooling1D:
+            return new(
+                "constant", lambda x, a=axis, k=layer.keepdims: keras.ops.max(x, axis=a, keepdims=k), note="maxpool"
+            )
+
+        def gap1d(x, a=axis, k=layer.keepdims):
+            return keras.ops.mean(x, axis=a, keepdims=k)
+
+        return new("constant", gap1d, factor_fn=lambda rec, f=gap1d: schur_factor(ops, f, rec.in_shape), note="avgpool")
     if t is L.Conv2DTranspose:
         channels_last = layer.data_format == "channels_last"
 

@@ -19,6 +19,7 @@ from art_ext.estimators.certification.torch_modules import (
     NOT_NONNEGATIVE,
     RESAMPLE_MODES,
     activation_tables,
+    conv_fields,
     group_sort_class,
     module_node,
     pair,
@@ -177,14 +178,21 @@ def read_fx(graph: Any, root: Any, nodes: list[LayerRecord], ops: Any, label: st
             if record.note in ("avgpool", "resample"):
                 record.factor_fn = lambda rec: schur_factor(ops, rec.forward, rec.in_shape)
             elif record.note == "adaptive_maxpool":
-                out = pair(node.args[1] if len(node.args) > 1 else node.kwargs["output_size"])
-                record.factor_fn = lambda rec, out=out: math.sqrt(
-                    adaptive_cover(rec.in_shape[-2], out[0] or rec.in_shape[-2])
-                    * adaptive_cover(rec.in_shape[-1], out[1] or rec.in_shape[-1])
+                axes = record.extra.get("axes", 2)
+                out = _axes(node.args[1] if len(node.args) > 1 else node.kwargs["output_size"], axes)
+                record.factor_fn = lambda rec, out=out, axes=axes: math.sqrt(
+                    math.prod(
+                        adaptive_cover(size, o or size) for size, o in zip(rec.in_shape[-axes:], out, strict=True)
+                    )
                 )
     if output is None:
         raise TypeError(f"The traced graph of {label} has no output.")
     return output
+
+
+def _axes(v: Any, axes: int) -> tuple:
+    """A pooling parameter per spatial axis (1 or 2 of them)."""
+    return pair(v) if axes == 2 else ((v[0] if isinstance(v, (tuple, list)) else v),)
 
 
 class _Slot:
@@ -238,10 +246,10 @@ def _function_node(target, name, node, x, const_args, consts, add) -> int:
             apply=lambda t, w=w: F.linear(t, w),
             weight_fn=lambda w=w: w,
         )
-    if target is F.conv2d:
+    if target in (F.conv1d, F.conv2d):
         w = consts.get(other)
         if w is None:
-            raise refuse(name, "conv2d", "its weight depends on the input")
+            raise refuse(name, target.__name__, "its weight depends on the input")
         full = list(args) + [None] * (7 - len(args))
         stride, padding, dilation, groups = (
             kwargs.get(k, d)
@@ -255,10 +263,8 @@ def _function_node(target, name, node, x, const_args, consts, add) -> int:
             args,
             kwargs,
             target,
-            weight=w.detach().cpu().double().numpy(),
-            dilation=pair(dilation),
-            groups=int(groups),
-            apply=lambda t, w=w: F.conv2d(t, w, None, stride, padding, dilation, groups),
+            **conv_fields(w, dilation, groups),
+            apply=lambda t, w=w, conv=target: conv(t, w, None, stride, padding, dilation, groups),
         )
     if target is F.conv_transpose2d:
         w = consts.get(other)
@@ -367,23 +373,23 @@ def _function_node(target, name, node, x, const_args, consts, add) -> int:
         if dim == 0:
             raise refuse(name, "cat", "it concatenates along the batch axis")
         return add("cat", name, args, kwargs, target, extra={"dim": dim})
-    if target is F.max_pool2d:
+    if target in (F.max_pool1d, F.max_pool2d):
         p = dict(zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"), args))
         p.update(kwargs)
         if p.get("return_indices"):
-            raise refuse(name, "max_pool2d", "return_indices=True")
-        kh, kw = pair(p["kernel_size"])
-        sh, sw = pair(p.get("stride") or p["kernel_size"])
-        dh, dw = pair(p.get("dilation", 1))
-        return add(
-            "constant",
-            name,
-            args,
-            kwargs,
-            target,
-            factor=math.sqrt(pool_cover(kh, sh, dh) * pool_cover(kw, sw, dw)),
-            note="maxpool",
+            raise refuse(name, target.__name__, "return_indices=True")
+        axes = 1 if target is F.max_pool1d else 2
+        k, st, d = (
+            _axes(v, axes) for v in (p["kernel_size"], p.get("stride") or p["kernel_size"], p.get("dilation", 1))
         )
+        cover = math.prod(pool_cover(*kst) for kst in zip(k, st, d))
+        return add("constant", name, args, kwargs, target, factor=math.sqrt(cover), note="maxpool")
+    if target in (F.avg_pool1d, F.adaptive_avg_pool1d):
+        return add("constant", name, args, kwargs, target, note="avgpool")
+    if target is F.adaptive_max_pool1d:
+        if kwargs.get("return_indices") or (len(args) > 2 and args[2]):
+            raise refuse(name, "adaptive_max_pool1d", "return_indices=True")
+        return add("constant", name, args, kwargs, target, note="adaptive_maxpool", extra={"axes": 1})
     if target in (F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, "mean"):
         if "dtype" in kwargs:
             raise refuse(name, str(target), "dtype conversion")

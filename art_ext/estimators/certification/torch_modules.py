@@ -17,6 +17,7 @@ __all__ = [
     "NOT_NONNEGATIVE",
     "RESAMPLE_MODES",
     "activation_tables",
+    "conv_fields",
     "group_sort_class",
     "group_sort_function",
     "module_node",
@@ -104,6 +105,24 @@ def activation_tables():
     return functions, methods, modules
 
 
+def _single(v: Any) -> tuple[int]:
+    return (int(v[0]),) if isinstance(v, (tuple, list)) else (int(v),)
+
+
+def conv_fields(weight: Any, dilation: Any, groups: int) -> dict:
+    """The fields of a ``conv`` record for a 1-D or 2-D ``torch`` convolution weight: a 1-D convolution is a 2-D one
+    of height 1 (weight ``(c_out, c_in / groups, 1, k)``, ``extra["conv1d"]``)."""
+    w = weight.detach().cpu().double().numpy()
+    if w.ndim == 3:
+        return {
+            "weight": w[:, :, None, :],
+            "dilation": (1, _single(dilation)[0]),
+            "groups": int(groups),
+            "extra": {"conv1d": True},
+        }
+    return {"weight": w, "dilation": pair(dilation), "groups": int(groups)}
+
+
 def _plain_type(m: Any, name: str) -> type:
     """
     The ``torch.nn`` class a module computes as: its own type, or for a module under
@@ -152,24 +171,6 @@ def module_node(m, name, node, nodes, index, modules, ops) -> int:
 
     if t is group_sort_class():
         return new("constant", lambda x: group_sort_function(x, m.group_size, m.axis), note="groupsort")
-    if t is nn.Conv2d and m.padding_mode != "zeros":
-        # F.pad with the padding mode (a map with one 1 per output: its norm is the root of the most copies of one
-        # input), then the convolution without padding
-        padding = m._reversed_padding_repeated_twice
-        pad_at = resample(lambda x: F.pad(x, padding, mode=m.padding_mode))
-        nodes.append(
-            LayerRecord(
-                kind="conv",
-                name=name,
-                inputs=(pad_at,),
-                forward=lambda x: F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups),
-                weight=m.weight.detach().cpu().double().numpy(),
-                dilation=pair(m.dilation),
-                groups=int(m.groups),
-                apply=lambda x: F.conv2d(x, m.weight, None, m.stride, 0, m.dilation, m.groups),
-            )
-        )
-        return len(nodes) - 1
     if t is nn.ConvTranspose2d:
         if m.padding_mode != "zeros":
             raise refuse(name, kind_name, f"padding_mode {m.padding_mode!r} (only 'zeros')")
@@ -205,18 +206,26 @@ def module_node(m, name, node, nodes, index, modules, ops) -> int:
             apply=lambda x: F.linear(x, m.weight),
             weight_fn=lambda: m.weight,
         )
-    if t is nn.Conv2d:
+    if t in (nn.Conv1d, nn.Conv2d):
+        conv = F.conv1d if t is nn.Conv1d else F.conv2d
+        padding, at = m.padding, src
         if m.padding_mode != "zeros":
-            raise refuse(name, kind_name, f"padding_mode {m.padding_mode!r} (only 'zeros')")
-        return new(
-            "conv",
-            lambda x: F.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups),
-            weight=m.weight.detach().cpu().double().numpy(),
-            dilation=pair(m.dilation),
-            groups=int(m.groups),
-            apply=lambda x: F.conv2d(x, m.weight, None, m.stride, m.padding, m.dilation, m.groups),
+            # F.pad with the padding mode (a map with one 1 per output: its norm is the root of the most copies of
+            # one input), then the convolution without padding
+            pads, padding = m._reversed_padding_repeated_twice, 0
+            at = resample(lambda x: F.pad(x, pads, mode=m.padding_mode))
+        nodes.append(
+            LayerRecord(
+                kind="conv",
+                name=name,
+                inputs=(at,),
+                forward=lambda x: conv(x, m.weight, m.bias, m.stride, padding, m.dilation, m.groups),
+                **conv_fields(m.weight, m.dilation, m.groups),
+                apply=lambda x: conv(x, m.weight, None, m.stride, padding, m.dilation, m.groups),
+            )
         )
-    if t in (nn.BatchNorm1d, nn.BatchNorm2d):
+        return len(nodes) - 1
+    if t in (nn.BatchNorm1d, nn.BatchNorm2d):  # on (N, C) or (N, C, L) / (N, C, H, W): the channel axis
         if m.running_var is None:
             raise refuse(name, kind_name, "without running statistics it is not a fixed map")
 
@@ -250,6 +259,34 @@ def module_node(m, name, node, nodes, index, modules, ops) -> int:
             "constant",
             lambda x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode),
             factor=math.sqrt(pool_cover(kh, sh, dh) * pool_cover(kw, sw, dw)),
+            note="maxpool",
+        )
+    if t is nn.MaxPool1d:
+        if m.return_indices:
+            raise refuse(name, kind_name, "return_indices=True")
+        (k,), (st,), (d,) = (_single(v) for v in (m.kernel_size, m.stride or m.kernel_size, m.dilation))
+        return new(
+            "constant",
+            lambda x: F.max_pool1d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode),
+            factor=math.sqrt(pool_cover(k, st, d)),
+            note="maxpool",
+        )
+    if t in (nn.AvgPool1d, nn.AdaptiveAvgPool1d):
+
+        def fwd(x):
+            if t is nn.AdaptiveAvgPool1d:
+                return F.adaptive_avg_pool1d(x, m.output_size)
+            return F.avg_pool1d(x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
+
+        return new("constant", fwd, factor_fn=lambda rec: schur_factor(ops, fwd, rec.in_shape), note="avgpool")
+    if t is nn.AdaptiveMaxPool1d:
+        if m.return_indices:
+            raise refuse(name, kind_name, "return_indices=True")
+        (out,) = _single(m.output_size)
+        return new(
+            "constant",
+            lambda x: F.adaptive_max_pool1d(x, m.output_size),
+            factor_fn=lambda rec: math.sqrt(adaptive_cover(rec.in_shape[-1], out or rec.in_shape[-1])),
             note="maxpool",
         )
     if t is nn.AvgPool2d:

@@ -257,7 +257,11 @@ class _Reader:
             raise refuse(label, kind, "an operation on the input that has no known Lipschitz bound")
         target, args, kwargs = rule(label, ins)
         unused = outs[1:]
-        if unused and base not in ("aten::adaptive_max_pool2d", "aten::sort"):  # their indices are never read
+        if unused and base not in (
+            "aten::adaptive_max_pool1d",
+            "aten::adaptive_max_pool2d",
+            "aten::sort",
+        ):  # their indices are never read
             raise refuse(label, kind, "it has several outputs")
         value = _call(target, _values(args), _values(kwargs))
         if isinstance(target, str):
@@ -323,11 +327,13 @@ def _tensor_rules() -> dict:
 
     def convolution(label, ins):
         x, w, b, stride, padding, dilation, transposed, output_padding, groups = ins[:9]
-        if w.value.dim() != 4:
-            raise refuse(label, "aten::_convolution", f"a {w.value.dim() - 2}-d convolution (only 2-d)")
-        if _const(label, "aten::_convolution", transposed, "transposed flag"):
+        is_transposed = _const(label, "aten::_convolution", transposed, "transposed flag")
+        if w.value.dim() != 4 and not (w.value.dim() == 3 and not is_transposed):
+            raise refuse(label, "aten::_convolution", f"a {w.value.dim() - 2}-d convolution (1-d and 2-d only)")
+        if is_transposed:
             return F.conv_transpose2d, (x, w, b, stride, padding, output_padding, groups, dilation), {}
-        return F.conv2d, (x, w, b, stride, padding, dilation, groups), {}
+        conv = F.conv1d if w.value.dim() == 3 else F.conv2d
+        return conv, (x, w, b, stride, padding, dilation, groups), {}
 
     def batch_norm(label, ins):
         x, weight, bias, mean, var, training, momentum, eps = ins[:8]
@@ -360,6 +366,11 @@ def _tensor_rules() -> dict:
     return {
         "aten::linear": same(F.linear),
         "aten::conv2d": same(F.conv2d),
+        "aten::conv1d": same(F.conv1d),
+        "aten::max_pool1d": same(F.max_pool1d),
+        "aten::avg_pool1d": same(F.avg_pool1d),
+        "aten::adaptive_avg_pool1d": same(F.adaptive_avg_pool1d),
+        "aten::adaptive_max_pool1d": same(F.adaptive_max_pool1d),
         "aten::_convolution": convolution,
         "aten::conv_transpose2d": same(F.conv_transpose2d),
         "aten::batch_norm": batch_norm,
