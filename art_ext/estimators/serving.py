@@ -64,6 +64,7 @@ class ClassifierServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the listen backlog (socketserver's 5 resets connections under a few dozen clients)
     input_name = "input-0"
     output_name = "output-0"
 
