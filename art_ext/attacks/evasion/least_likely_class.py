@@ -19,6 +19,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
 from art_ext.attacks.evasion._fgsm_common import (
+    batch_mask,
     check_flag,
     check_inputs,
     check_mask,
@@ -168,17 +169,28 @@ class LeastLikelyClassMethod(EvasionAttack):
                 logger.info("LeastLikelyClassMethod ignores `y` (targeted=False): it targets the least-likely class.")
             targets = self.least_likely_class(x)
         one_hot = np.eye(self.estimator.nb_classes, dtype=ART_NUMPY_DTYPE)[targets]
-        bim = BasicIterativeMethod(
-            self.estimator,
-            eps=self.eps if isinstance(self.eps, np.ndarray) else float(self.eps),
-            eps_step=self.effective_eps_step,
-            max_iter=self.effective_max_iter,
-            targeted=True,
-            batch_size=self.batch_size,
-            verbose=self.verbose,
-        )
-        kwargs = {} if mask is None else {"mask": mask}
-        return bim.generate(x, y=one_hot, **kwargs).astype(ART_NUMPY_DTYPE, copy=False)
+        eps = self.eps if isinstance(self.eps, np.ndarray) else float(self.eps)
+        eps_step = self.effective_eps_step
+        per_sample = isinstance(eps, np.ndarray) and eps.ndim == x.ndim and eps.shape[0] == len(x) > 1
+        # ART's BIM slices a per-sample `eps` by batch on some estimators only (not on its numpy path, which
+        # KerasClassifier takes): with one `eps` row per sample, each batch gets its own attack.
+        step = self.batch_size if per_sample else len(x)
+        x_adv = np.empty_like(x)
+        for start in range(0, len(x), step):
+            stop = min(start + step, len(x))
+            bim = BasicIterativeMethod(
+                self.estimator,
+                eps=batch_mask(eps, x, start, stop) if per_sample else eps,
+                eps_step=batch_mask(eps_step, x, start, stop) if per_sample else eps_step,
+                max_iter=self.effective_max_iter,
+                targeted=True,
+                batch_size=self.batch_size,
+                verbose=self.verbose,
+            )
+            mask_batch = batch_mask(mask, x, start, stop) if per_sample else mask
+            kwargs = {} if mask_batch is None else {"mask": mask_batch}
+            x_adv[start:stop] = bim.generate(x[start:stop], y=one_hot[start:stop], **kwargs)
+        return x_adv
 
     def _check_params(self) -> None:
         check_value_or_array(self.eps, "eps", array_allow_zero=True)

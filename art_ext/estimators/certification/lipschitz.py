@@ -32,6 +32,8 @@ import math
 from typing import Any
 
 import numpy as np
+from art.estimators.classification.classifier import ClassGradientsMixin, ClassifierMixin
+from art.estimators.estimator import BaseEstimator, LossGradientsMixin, NeuralNetworkMixin
 
 from art_ext.backend import get_backend
 from art_ext.estimators.certification.classifier_graph import (  # noqa: F401 (re-exported)
@@ -48,6 +50,7 @@ from art_ext.estimators.certification.graph import (
     conv_spectral_bound,
     sound_layer_bound,
 )
+from art_ext.utils.checks import ArgumentTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +68,20 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------- certifier
-class LipschitzCertifier:
+class LipschitzCertifier(ClassGradientsMixin, ClassifierMixin, NeuralNetworkMixin, LossGradientsMixin, BaseEstimator):
     """
     Sound l2 robustness certificates from a guaranteed upper bound ``L`` of the logit map's Lipschitz constant: the
     prediction ``t`` at ``x`` cannot change under any perturbation with l2 norm below ``margin / (sqrt(2) L)``, with
     ``margin = f_t(x) - max_{j != t} f_j(x)``. When the logits are the output of a dense layer on flat features with
     rows ``w_i``, the tighter pairwise radius ``min_j (f_t - f_j) / (||w_t - w_j|| L_prev)`` is used, ``L_prev``
     bounding the graph before it.
+
+    Like ART's certifiers (``PyTorchRandomizedSmoothing``, ``PyTorchIBPClassifier``, ``PytorchDeepZ``), it is an ART
+    classifier that also certifies: ``predict``, ``fit``, ``loss_gradient``, ``class_gradient``, ``compute_loss``
+    and ``get_activations`` are those of the wrapped classifier (whose preprocessing applies, once), so ART's attacks,
+    trainers and metrics take it as they take the classifier, and :meth:`certify` returns ``(prediction, radius)``
+    as ART's ``certify`` does. After ``fit`` (or any change of the weights) the bound is recomputed before the next
+    certificate.
 
     The model's real computation graph is read (``torch.fx`` for PyTorch, the functional graph for Keras), bounded
     node by node, and checked against the classifier's own outputs before any certificate. Certifiable: dense/linear
@@ -83,6 +93,13 @@ class LipschitzCertifier:
 
     | Paper link: https://arxiv.org/abs/1802.04034
     """
+
+    estimator_params = (
+        BaseEstimator.estimator_params
+        + NeuralNetworkMixin.estimator_params
+        + ClassifierMixin.estimator_params
+        + ["pairwise", "float_tolerance", "check_fraction"]
+    )
 
     def __init__(
         self, classifier: Any, pairwise: bool = True, float_tolerance: float = 1e-5, check_fraction: float = 0.1
@@ -99,20 +116,92 @@ class LipschitzCertifier:
                                prediction).
         """
         self.framework = check_certifiable_classifier(classifier)
-        if not isinstance(pairwise, bool):
-            raise TypeError("`pairwise` must be a bool.")
-        if not (isinstance(float_tolerance, (int, float)) and 0 <= float_tolerance < 0.1):
-            raise ValueError(f"`float_tolerance` must be in [0, 0.1), got {float_tolerance!r}.")
-        if not (isinstance(check_fraction, (int, float)) and 0 < check_fraction <= 1):
-            raise ValueError(f"`check_fraction` must be in (0, 1], got {check_fraction!r}.")
         self.classifier = classifier
-        self.check_fraction = float(check_fraction)
-        self._rng = np.random.default_rng(0)
+        # The wrapped classifier applies its own preprocessing (and defences): none is added here.
+        super().__init__(
+            model=classifier.model,
+            clip_values=classifier.clip_values,
+            channels_first=getattr(classifier, "channels_first", False),
+            preprocessing_defences=None,
+            postprocessing_defences=None,
+            preprocessing=None,
+        )
+        self._nb_classes = classifier.nb_classes
+        self._layer_names = getattr(classifier, "layer_names", None)
         self.pairwise = pairwise
-        self.float_tolerance = float(float_tolerance)
+        self.float_tolerance = float_tolerance
+        self.check_fraction = check_fraction
+        self._check_params()
+        self._rng = np.random.default_rng(0)
         self.ops = get_backend(classifier)
         self._fingerprint = None
         self.refresh()
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not isinstance(self.pairwise, (bool, np.bool_)):
+            raise ArgumentTypeError(f"`pairwise` must be a bool, got {self.pairwise!r}.")
+        if isinstance(self.float_tolerance, bool) or not (
+            isinstance(self.float_tolerance, (int, float)) and 0 <= self.float_tolerance < 0.1
+        ):
+            raise ValueError(f"`float_tolerance` must be in [0, 0.1), got {self.float_tolerance!r}.")
+        if isinstance(self.check_fraction, bool) or not (
+            isinstance(self.check_fraction, (int, float)) and 0 < self.check_fraction <= 1
+        ):
+            raise ValueError(f"`check_fraction` must be in (0, 1], got {self.check_fraction!r}.")
+        self.float_tolerance = float(self.float_tolerance)
+        self.check_fraction = float(self.check_fraction)
+
+    # -------------------------------------------------------------- ART estimator interface (delegated)
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The wrapped classifier's input shape."""
+        return tuple(self.classifier.input_shape)
+
+    @property
+    def channels_first(self) -> bool:
+        """Whether the wrapped classifier takes channels first."""
+        return self._channels_first
+
+    def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 20, **kwargs) -> None:
+        """
+        Train the wrapped classifier (its own ``fit``); the bound is recomputed before the next certificate.
+
+        :param x: Training inputs.
+        :param y: Labels, one-hot or indices.
+        :param batch_size: Batch size.
+        :param nb_epochs: Epochs.
+        """
+        self.classifier.fit(x, y, batch_size=batch_size, nb_epochs=nb_epochs, **kwargs)
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs) -> None:
+        """Train the wrapped classifier on an ART ``DataGenerator``."""
+        self.classifier.fit_generator(generator, nb_epochs=nb_epochs, **kwargs)
+
+    def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
+        """The wrapped classifier's loss gradient with respect to `x`."""
+        return self.classifier.loss_gradient(x, y, **kwargs)
+
+    def class_gradient(self, x: np.ndarray, label: Any = None, **kwargs) -> np.ndarray:
+        """The wrapped classifier's class gradients with respect to `x`."""
+        return self.classifier.class_gradient(x, label=label, **kwargs)
+
+    def compute_loss(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
+        """The wrapped classifier's loss."""
+        return self.classifier.compute_loss(x, y, **kwargs)
+
+    def get_activations(self, x: np.ndarray, layer: int | str, batch_size: int = 128, framework: bool = False):
+        """The wrapped classifier's activations at `layer`."""
+        return self.classifier.get_activations(x, layer, batch_size=batch_size, framework=framework)
+
+    def clone_for_refitting(self) -> LipschitzCertifier:
+        """A certifier of the wrapped classifier's ``clone_for_refitting()``, with the same parameters."""
+        return LipschitzCertifier(
+            self.classifier.clone_for_refitting(),
+            pairwise=self.pairwise,
+            float_tolerance=self.float_tolerance,
+            check_fraction=self.check_fraction,
+        )
 
     # -------------------------------------------------------------- bounds
     def refresh(self) -> None:
@@ -191,18 +280,26 @@ class LipschitzCertifier:
         radius = ratio.min(1) if logits.shape[1] > 1 else np.full(len(logits), np.inf)
         return pred, radius.astype(np.float32)
 
-    def certify(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    def certify(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """
         Predict and certify. The graph the bound was computed on is run on (a random ``check_fraction`` of) `x` and
         compared with the classifier's outputs first; a mismatch raises a ``TypeError`` instead of a certificate.
 
         :param x: Inputs ``(nb_samples, ...)`` in the classifier's input shape.
         :param batch_size: Batch size of the forward passes.
+        :param n: Accepted for ART's randomized-smoothing call ``certify(x, n=...)``: the number of noise samples,
+                  which a deterministic Lipschitz certificate does not use (any positive integer).
         :return: ``(prediction, radius)``: predicted classes ``(nb_samples,)`` and certified l2 radii
                  ``(nb_samples,)``; no perturbation with l2 norm below ``radius[i]`` changes ``prediction[i]``.
         """
         from art_ext.utils.checks import check_finite
 
+        unknown = set(kwargs) - {"n"}
+        if unknown:
+            raise TypeError(f"certify() got unexpected keyword arguments {sorted(unknown)}.")
+        n = kwargs.get("n")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
+            raise ValueError(f"`n` must be a positive integer, got {n!r}.")
         x = np.asarray(x, dtype=np.float32)
         if x.shape[1:] != tuple(self.classifier.input_shape):
             raise ValueError(f"`x` must have shape (nb_samples, {tuple(self.classifier.input_shape)}), got {x.shape}.")
@@ -229,6 +326,9 @@ class LipschitzCertifier:
         pred, radii = self.certify(x, batch_size)
         return float(np.mean((pred == y) & (radii >= radius)))
 
-    def predict(self, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-        """The classifier's logits (float32)."""
+    def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
+        """
+        The wrapped classifier's logits, float32 ``(nb_samples, nb_classes)``: the certified classifier is the
+        classifier itself (no smoothing, unlike randomized smoothing).
+        """
         return self.logits(np.asarray(x, dtype=np.float32), batch_size).astype(np.float32)
