@@ -369,3 +369,31 @@ def test_group_sort_is_a_sorted_permutation_and_checks_its_arguments(framework):
     groups = np.moveaxis(x, axis, -1).reshape(3, 2, 2, 2, 4)
     expected = np.moveaxis(np.sort(groups, axis=-1).reshape(3, 2, 2, 8), -1, axis)
     np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_benchmark_certificate_check_has_teeth(framework, digits):
+    """benchmarks/lmt_mnist.py's own check of its certificates: on a linear model (exact pairwise radius) it finds no
+    flip at 0.99 x radius and flips nearly every prediction just beyond the radius."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "lmt_mnist.py")
+    spec = importlib.util.spec_from_file_location("lmt_mnist_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (x_train, y_train), (x_test, _), _, _ = digits
+    if framework == "pytorch":
+        from torch import nn
+
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    else:
+        import keras
+
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    clf = make_classifier(model, input_shape=_shape(framework), clip_values=(-10.0, 10.0))
+    clf.fit(x_train, y_train, nb_epochs=5, batch_size=64, verbose=False)
+    pred, radius = LipschitzCertifier(clf).certify(x_test[:40])
+    sound = bench.certificate_check(clf, x_test[:40], pred, radius, steps=40, restarts=1, seed=0, batch=16)
+    assert sound["flips"] == 0 and sound["inputs"] == 40 and sound["radius_factor"] == 0.99
+    beyond = bench.certificate_check(clf, x_test[:40], pred, radius * 1.06 / 0.99, steps=40, restarts=1, seed=0)
+    assert beyond["flips"] >= 36, beyond
