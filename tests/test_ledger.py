@@ -315,3 +315,28 @@ def test_dfme_ledger_dir_resumes_without_paying_twice(framework, tmp_path, singl
     assert second.queries_used <= max_queries - 16
     with pytest.raises(ValueError, match="ledger_dir"):
         DataFreeModelExtraction(victim, make_generator(build_generator("generator_8x8", framework)), ledger_dir=3)
+
+
+def test_an_event_line_with_a_damaged_field_is_damage_not_a_traceback(tmp_path):
+    """A line that is valid JSON but lacks a field (or has one of the wrong type) is treated like a torn line."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    victim = BlackBoxClassifier(LinearVictim(SHAPE), SHAPE, 10, clip_values=(0.0, 1.0))
+    clf = LedgerClassifier(victim, tmp_path, max_queries=64, batch_size=8)
+    clf.predict(_x(16))
+    clf.close()
+    lines = (tmp_path / "ledger.jsonl").read_bytes().splitlines(keepends=True)
+    for damaged in (b'"batch"', b'"n"', b'"shape"'):
+        for i, line in enumerate(lines):
+            if damaged in line and (b'"sent"' in line or b'"answered"' in line):
+                broken = lines[:i] + [line.replace(damaged, b'"bxtch"' if damaged == b'"batch"' else b'"x"')]
+                (tmp_path / "ledger.jsonl").write_bytes(b"".join(broken + lines[i + 1 :]))
+                break
+        try:
+            resumed = LedgerClassifier(victim, tmp_path, max_queries=64, resume=True)
+        except ValueError as error:  # damage followed by a sent event: refused
+            assert "corrupt" in str(error)
+        else:
+            assert 0 <= resumed.ledger.answered <= 16 and resumed.queries_used <= 16
+            resumed.close()
+        (tmp_path / "ledger.jsonl").write_bytes(b"".join(lines))

@@ -238,15 +238,39 @@ class QueryLedger:
                 setattr(self, name, None)
 
 
+#: The fields of each event and their types: a line that parses but lacks one is damaged, like a torn one.
+_FIELDS = {
+    "open": {},
+    "sent": {"batch": int, "attempt": int, "n": int, "inputs": str},
+    "refused": {"batch": int, "attempt": int, "status": int},
+    "answered": {"batch": int, "inputs": str, "shape": list, "offset": int, "nbytes": int, "sha256": str},
+}
+
+
 def _parse(line: bytes) -> dict[str, Any] | None:
-    """A complete event line, or ``None`` for a torn or damaged one."""
+    """A complete, well-formed event line, or ``None`` for a torn or damaged one."""
     if not line.endswith(b"\n"):
         return None
     try:
         ev = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return ev if isinstance(ev, dict) else None
+    fields = _FIELDS.get(ev.get("event")) if isinstance(ev, dict) else None
+    if fields is None:
+        return None
+    for key, kind in fields.items():
+        value = ev.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            return None
+    if ev["event"] == "answered":  # answers are (rows, classes) float32: nbytes must fit the shape
+        shape = ev["shape"]
+        if (
+            len(shape) != 2
+            or not all(type(d) is int and d >= 0 for d in shape)
+            or ev["nbytes"] != 4 * shape[0] * shape[1]
+        ):
+            return None
+    return ev
 
 
 def _acquire_lock(path: str):
