@@ -93,14 +93,18 @@ def test_random_fgsm_mask_and_targeted(digits_mlp_classifier, test_batch):
 @pytest.fixture(scope="module")
 def fgsm_trained(framework, digits):
     """
-    A digits MLP trained on FGSM examples only (ART's AdversarialTrainer, ratio 1) at eps 0.4: after 60 epochs it sits
-    in the degenerate minimum Tramer et al. describe, where FGSM is weak.
+    A digits MLP adversarially trained with FGSM at eps 0.4 (ART's AdversarialTrainer, half of each batch replaced by
+    FGSM examples, as Kurakin et al. and Tramer et al. train): after 60 epochs it sits in the degenerate minimum
+    Tramer et al. describe, accurate on clean digits and resisting FGSM by masking its gradient.
+
+    Trained on FGSM examples only (ratio 1), the model misclassified 38% to 64% of the clean test digits and R+FGSM
+    beat FGSM by 0.097 to 0.24 depending on the processor's kernels and the thread count, too close to a 0.1 margin.
     """
     from art.defences.trainer import AdversarialTrainer
 
     (x_train, y_train), _, _, _ = digits
     clf = _fresh_classifier(framework, seed=1, learning_rate=3e-3)
-    AdversarialTrainer(clf, FastGradientMethod(clf, eps=MASKING_EPS), ratio=1.0).fit(
+    AdversarialTrainer(clf, FastGradientMethod(clf, eps=MASKING_EPS), ratio=0.5).fit(
         x_train, y_train, nb_epochs=60, batch_size=64
     )
     return clf
@@ -114,11 +118,15 @@ def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
     def error(x_adv):
         return float(np.mean(fgsm_trained.predict(x_adv).argmax(1) != y_test))
 
-    # Measured (seed 1, 359 test digits): FGSM error 0.38 / 0.35 and R+FGSM error 0.59 / 0.57 on PyTorch / TensorFlow.
+    # Measured (seed 1, 359 test digits), errors clean / FGSM / R+FGSM: PyTorch 0.019 / 0.295 / 0.969 with
+    # ATEN_CPU_CAPABILITY=default and 0.017 / 0.253 / 0.972 with avx2 (1 thread); TensorFlow 0.022 / 0.295 / 0.961 with
+    # oneDNN off and on, 1 and 2 threads. Smallest margins: clean error 0.078 under 0.1, R+FGSM 0.37 over FGSM + 0.3.
+    clean = error(x_test)
+    assert clean <= 0.1, f"the FGSM-trained model has clean error {clean:.3f}"
     fgsm = error(FastGradientMethod(fgsm_trained, eps=MASKING_EPS).generate(x_test))
     attack = RandomFGSM(fgsm_trained, eps=MASKING_EPS, alpha=MASKING_EPS / 2, random_state=0, verbose=False)
     rfgsm = error(attack.generate(x_test))
-    assert rfgsm > fgsm + 0.1, f"R+FGSM error {rfgsm:.3f}, FGSM error {fgsm:.3f}"
+    assert rfgsm > fgsm + 0.3, f"R+FGSM error {rfgsm:.3f}, FGSM error {fgsm:.3f}"
 
 
 # --------------------------------------------------------------------------------------------- least-likely class
