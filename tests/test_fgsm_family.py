@@ -119,8 +119,9 @@ def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
         return float(np.mean(fgsm_trained.predict(x_adv).argmax(1) != y_test))
 
     # Measured (seed 1, 359 test digits), errors clean / FGSM / R+FGSM: PyTorch 0.019 / 0.295 / 0.969 with
-    # ATEN_CPU_CAPABILITY=default and 0.017 / 0.253 / 0.972 with avx2 (1 thread); TensorFlow 0.022 / 0.295 / 0.961 with
-    # oneDNN off and on, 1 and 2 threads. Smallest margins: clean error 0.078 under 0.1, R+FGSM 0.37 over FGSM + 0.3.
+    # ATEN_CPU_CAPABILITY=default (1 and 2 threads), 0.017 / 0.253 / 0.972 with avx2 and 1 thread, 0.014 / 0.253 / 0.966
+    # with 2; TensorFlow 0.022 / 0.295 / 0.961 with oneDNN off and on, 1 and 2 threads. Smallest margins: clean error
+    # 0.078 under 0.1, R+FGSM 0.37 over FGSM + 0.3 (both TensorFlow).
     clean = error(x_test)
     assert clean <= 0.1, f"the FGSM-trained model has clean error {clean:.3f}"
     fgsm = error(FastGradientMethod(fgsm_trained, eps=MASKING_EPS).generate(x_test))
