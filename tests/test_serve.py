@@ -348,3 +348,23 @@ def test_dfme_command_steals_an_endpoint_and_resumes_from_its_ledger(
     assert main(["dfme", "--ledger", str(tmp_path / "l2")]) == 2
     assert "--victim URL" in capsys.readouterr().err
     assert main(["dfme", "--victim", "http://127.0.0.1:1/v2/models/x", "--header", "no colon"]) == 2
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_speaks_to_the_served_model(server, classifier, digits, binary):
+    """Triton's own HTTP client (the reference of the binary tensor extension) against art-ext serve's v2 endpoint."""
+    triton = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
+    _, (x_test, _), _, _ = digits
+    x = np.ascontiguousarray(x_test[:5], dtype=np.float32)
+    client = triton.InferenceServerClient(server.url.split("//")[1])
+    try:
+        assert client.is_server_ready() and client.is_model_ready("model")
+        meta = client.get_model_metadata("model")
+        assert meta["inputs"][0]["shape"] == [-1, *classifier.input_shape]
+        inp = triton.InferInput("input-0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        result = client.infer("model", [inp], outputs=[triton.InferRequestedOutput("output-0", binary_data=binary)])
+        np.testing.assert_allclose(result.as_numpy("output-0"), classifier.predict(x), rtol=1e-5, atol=1e-6)
+        assert server.answered == 5
+    finally:
+        client.close()
