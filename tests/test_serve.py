@@ -193,6 +193,8 @@ def test_dfme_against_the_served_model_matches_the_in_process_victim(framework, 
     # (measured up to 0.0039 apart in the students' weights after DFME amplifies the last-bit differences). The
     # reference therefore asks the same victim in the same batches of 8, so both runs see identical answers and
     # the test compares what the remote plumbing (concurrency, batching, the budget) does, on every processor.
+    # Measured on TensorFlow, largest weight difference served vs in process: 0.0064 / 0.0037 (oneDNN off / on) against
+    # a victim asked for 32 at once (its answers 1e-6 / 2e-7 apart), 0.0 against the victim asked in batches of 8.
     from art.estimators.classification import BlackBoxClassifier
 
     from art_ext.utils.outputs import predict_in_batches
