@@ -37,6 +37,12 @@ TITLES = {
 ORDER = list(TITLES)
 #: most columns of one table on the page (wider row sets are split into several tables)
 MAX_COLUMNS = 7
+#: the DFME ablation's runs: the main row at 200k over three seeds, the loss and m rows at 100k with seed 0
+ABLATION_COMMANDS = [
+    "ART_EXT_DATA=<data root> python benchmarks/dfme_mnist.py --ablation --resume --budget 200000 --seeds 0,1,2",
+    "ART_EXT_DATA=<data root> python benchmarks/dfme_mnist.py --ablation --resume --budget 100000 --loss l1,kl",
+    "ART_EXT_DATA=<data root> python benchmarks/dfme_mnist.py --ablation --resume --budget 100000 --directions 2,5,10",
+]
 #: the row's name in a runs table: the first of these keys a row has
 LABELS = ("training", "method", "model", "thief", "key")
 
@@ -145,7 +151,15 @@ def ablation_table(items: list[tuple[str, dict[str, Any]]]) -> list[str]:
     for r in ablation_rows(items):
         groups.setdefault((-int(r["budget"]), str(r["loss"]), int(r["n_directions"])), []).append(r)
     if not groups:
-        return ["No ablation run has finished yet.", ""]
+        return [
+            "No ablation run has finished yet. These commands write its rows (each resumes; the page shows the rows "
+            "finished so far):",
+            "",
+            ".. code-block:: bash",
+            "",
+            *[line for c in ABLATION_COMMANDS for line in wrap(c)],
+            "",
+        ]
 
     def mean(rows, key):
         return sum(float(r[key]) for r in rows) / len(rows)
@@ -271,12 +285,14 @@ def render(results: str, out: str, plots_dir: str | None = None, intro: str = ""
     lines += [
         "art_ext's PyTorch thief against the LeNet-5 victim exposing probabilities, with the attack's defaults but "
         "the loss and the number m of zeroth-order directions (``benchmarks/dfme_mnist.py --ablation``). The "
-        "generator's share counts the queries its steps sent; the logit recovery error compares the logits the "
+        "generator's share counts the queries its steps sent. The logit recovery error compares the logits the "
         "attack recovers from the probabilities with the victim's true logits (both centred per input) on a sample "
-        "of the generated queries; the probability floor (``probability_floor``, 1e-6) is its main source. The "
-        "attack offers the losses l1 and KL; cross-entropy on the victim's probabilities is not one of its losses "
-        "and was not run. A second 28x28 data set (the issue asks for one) is left for later: none is available "
-        "to the benchmarks here (MNIST and rt-polarity only).",
+        "of the generated queries; a probability under the attack's floor (``probability_floor``, 1e-6) loses its "
+        "logit, so the last column says how often that happened. The attack offers the losses l1 and KL; "
+        "cross-entropy on the victim's probabilities is not one of its losses and was not run. The main row (l1, "
+        "m=1) runs at 200k queries over three seeds, the other losses and m at 100k queries with seed 0 (the time "
+        "this shared machine left). A second 28x28 data set (the issue asks for one) is left for later: none is "
+        "available to the benchmarks here (MNIST and rt-polarity only).",
         "",
     ]
     lines += ablation_table(items)
