@@ -36,6 +36,7 @@ __all__ = [
     "PROTOCOLS",
     "Protocol",
     "RemoteQueryError",
+    "RequestCallbacks",
     "detect_protocol",
     "get_json",
     "make_protocol",
@@ -56,6 +57,23 @@ class RemoteQueryError(RuntimeError):
         super().__init__(message)
         #: The last HTTP status received, ``None`` when the last attempt got no HTTP answer at all.
         self.status = status
+
+
+class RequestCallbacks:
+    """
+    Hooks :meth:`RemoteClassifier.predict` calls around every HTTP attempt (from its worker threads, so they must be
+    thread-safe). ``index`` is the number of the request within the call (rows ``index * batch_size`` onwards).
+    The query ledger (:class:`~art_ext.estimators.classification.LedgerClassifier`) uses them to write ahead.
+    """
+
+    def before_send(self, index: int, n: int, attempt: int) -> None:
+        """Called before attempt `attempt` (0 first) of request `index` of `n` inputs leaves; may raise to veto it."""
+
+    def after_refusal(self, index: int, n: int, attempt: int, status: int) -> None:
+        """Called when the endpoint answered the attempt with HTTP error `status` (no outputs)."""
+
+    def after_answer(self, index: int, outputs: np.ndarray) -> None:
+        """Called with the (post-processed) outputs ``(n, nb_classes)`` of request `index`."""
 
 
 def detect_protocol(url: str) -> str:

@@ -27,6 +27,7 @@ from art_ext.estimators.classification.protocols import (
     PAYLOADS,
     PROTOCOLS,
     RemoteQueryError,
+    RequestCallbacks,
     detect_protocol,
     get_json,
     make_protocol,
@@ -49,23 +50,6 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Failures of the transport (no HTTP status came back): retried.
 _TRANSPORT_ERRORS = (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException, OSError)
-
-
-class RequestCallbacks:
-    """
-    Hooks :meth:`RemoteClassifier.predict` calls around every HTTP attempt (from its worker threads, so they must be
-    thread-safe). ``index`` is the number of the request within the call (rows ``index * batch_size`` onwards).
-    The query ledger (:class:`~art_ext.estimators.classification.LedgerClassifier`) uses them to write ahead.
-    """
-
-    def before_send(self, index: int, n: int, attempt: int) -> None:
-        """Called before attempt `attempt` (0 first) of request `index` of `n` inputs leaves; may raise to veto it."""
-
-    def after_refusal(self, index: int, n: int, attempt: int, status: int) -> None:
-        """Called when the endpoint answered the attempt with HTTP error `status` (no outputs)."""
-
-    def after_answer(self, index: int, outputs: np.ndarray) -> None:
-        """Called with the (post-processed) outputs ``(n, nb_classes)`` of request `index`."""
 
 
 class RemoteClassifier(BlackBoxClassifier):
