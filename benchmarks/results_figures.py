@@ -86,11 +86,12 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
     made: list[tuple[str, str]] = []
     # verified accuracy against radius: one line per LMT configuration (mean over its seeds), the plain networks
     series, anchors = [], []
-    for group in configurations(items, TARGETS[0]):
+    for group in configurations(items, TARGETS[1]):  # LMT and GloRo training, one line per configuration
         data = by_stem[group["stems"][0]]
         x, y = _mean_curve([_points(r.get("certified_curve"), "radius", "accuracy") for r in group["rows"]])
         if x:
-            series.append((f"LMT, {_describe(data, 'architecture', 'epochs')} ({_seeds(len(group['rows']))})", x, y))
+            what = f"{str(group['rows'][0]['training']).split()[0]}, {_describe(data, 'architecture', 'epochs')}"
+            series.append((f"{what} ({_seeds(len(group['rows']))})", x, y))
         paper = (data.get("paper") or {}).get("verified_at_1.58") or {}
         anchors = anchors or [(f"{k} (paper)", 1.58, v) for k, v in paper.items() if isinstance(v, (int, float))]
     plain = [(s, r) for s, d in items for r in _rows(d) if r.get("training") == "plain" and r.get("certified_curve")]

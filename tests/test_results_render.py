@@ -73,7 +73,7 @@ def _tables(text):
 
 
 LMT = "LMT: verified accuracy at l2 1.58 above the reproduced LMT"
-GLORO = "State of the art: GloRo's verified accuracy at l2 1.58"
+GLORO = "State of the art: verified accuracy at l2 1.58 against GloRo's (our LMT or GloRo training)"
 
 
 def test_one_row_per_target_mean_and_spread_over_seeds(tmp_path, render):
