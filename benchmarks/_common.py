@@ -71,7 +71,24 @@ def versions() -> dict[str, str | None]:
             out[name] = __import__(module).__version__
         except Exception:  # noqa: BLE001
             out[name] = None
+    out["art_ext_commit"] = commit()
     return out
+
+
+def commit() -> str | None:
+    """The repository's commit (``+changes`` when art_ext/ differs from it), None outside a git checkout."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "art_ext"], capture_output=True, timeout=10
+        ).returncode
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) if head else None
 
 
 def machine() -> dict[str, Any]:

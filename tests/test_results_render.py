@@ -208,7 +208,7 @@ def test_harness_resumes_finished_rows(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "x.json").read_text())
     assert data["rows"][0] == {"key": "a", "value": 1.0, "seconds": data["rows"][0]["seconds"]}
     assert data["complete"] and data["quick"] and data["benchmark"] == "x"
-    assert {"python", "numpy", "torch", "tensorflow", "art", "art_ext"} <= set(data["versions"])
+    assert {"python", "numpy", "torch", "tensorflow", "art", "art_ext", "art_ext_commit"} <= set(data["versions"])
     assert {"cpu_count", "platform", "gpu"} <= set(data["machine"])
     # same configuration (a selector may differ): the finished row is kept, only the new one computed
     args.seeds = "0,1"
