@@ -543,9 +543,18 @@ def _scripted_refusals():
             x = x.flatten(1)
             return self.a(x) * self.b(x)
 
+    class SortBatch(nn.Module):  # sorting is 1-Lipschitz, but not across the samples of a batch
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.sort(x.flatten(1), 0)[0])
+
     layer_norm = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LayerNorm(16), nn.Linear(16, 10))
     group_norm = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(144, 10))
     return {
+        "batch axis": SortBatch(),
         "aten::sin": Sine(),
         "aten::sum": Branching(),  # the first operation that cannot be bounded, before the branch on it
         "aten::norm|aten::linalg_vector_norm": Normalised(),

@@ -61,6 +61,8 @@ def group_sort_function(x: Any, group_size: int, axis: int) -> Any:
 def sorted_values(x: Any, dim: int = -1, descending: bool = False) -> Any:
     """``torch.sort(x, dim, descending).values``: sorting each vector is 1-Lipschitz in l2 (TorchScript's
     ``aten::sort`` when its indices are not used, as in a scripted GroupSort)."""
+    if dim % x.dim() == 0:
+        raise TypeError("A sort along the batch axis mixes the samples of a batch; it cannot be certified.")
     return x.sort(dim=dim, descending=descending).values
 
 
