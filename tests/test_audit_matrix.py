@@ -112,7 +112,7 @@ def _classifier(framework, model, shape, channels_first, scale=1.0):
 
     def train_step(m, x, y):
         with tf.GradientTape() as tape:
-            loss = keras.losses.sparse_categorical_crossentropy(y, m(x, training=True), from_logits=True)
+            loss = keras.losses.categorical_crossentropy(y, m(x, training=True), from_logits=True)
         optimizer.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
 
     return TensorFlowV2Classifier(

@@ -26,11 +26,14 @@ DEFENCES = {
 
 
 def _image_shape(ctx) -> tuple[int, int, int] | None:
-    """``(channels, height, width)`` when the input is a square image with a side divisible by 4, else ``None``."""
-    shape = tuple(ctx.classifier.input_shape)
-    if len(shape) != 3:
+    """
+    ``(channels, height, width)`` when the input is a square image with a side divisible by 4 in the framework's
+    usual layout (channels first on PyTorch, last on TensorFlow), the images DFME's generators make; else ``None``.
+    """
+    kind = ctx.kind
+    if kind.name != "image" or kind.channels_first != (ctx.framework == "pytorch"):
         return None
-    c, h, w = shape if ctx.framework == "pytorch" else (shape[2], shape[0], shape[1])
+    (h, w), c = kind.spatial, kind.channels
     return (c, h, w) if h == w and h % 4 == 0 else None
 
 
@@ -101,7 +104,8 @@ def plan(ctx, allotted):
         )
     if _image_shape(ctx) is None:
         raise SectionSkipped(
-            f"DFME's generators make square images with a side divisible by 4; the inputs are {ctx.kind.describe()}"
+            "DFME's generators make square images with a side divisible by 4 in the framework's usual layout; the "
+            f"inputs are {ctx.kind.describe()}"
         )
     queries = ctx.options.get("extraction", {}).get("queries", 20_000)
     per_round = 7 * 32  # the smallest round: batches of 32

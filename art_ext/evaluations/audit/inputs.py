@@ -116,14 +116,22 @@ def embedding_view(classifier: Any, ids: np.ndarray, batch_size: int = 128) -> t
             device_type="gpu" if next(classifier.model.parameters()).is_cuda else "cpu",
         )
     else:
+        import keras
         import tensorflow as tf
         from art.estimators.classification import TensorFlowV2Classifier
 
-        def view_model(z, training=False):
-            z = tf.convert_to_tensor(z, tf.float32)
-            real = tf.cast(z[..., -1:] > MASK_ON / 2, tf.float32)
-            return classifier.classify_tensor(z[..., :-1] * real, real, training=False)
+        class EmbeddingView(keras.Model):
+            def __init__(self) -> None:
+                super().__init__(name="embedding_view")
+                self.text_model = classifier.model
 
+            def call(self, z, training=False):  # noqa: D102
+                z = tf.convert_to_tensor(z, tf.float32)
+                real = tf.cast(z[..., -1:] > MASK_ON / 2, tf.float32)
+                return classifier.classify_tensor(z[..., :-1] * real, real, training=False)
+
+        view_model = EmbeddingView()
+        view_model(z[:1])
         view = TensorFlowV2Classifier(
             view_model,
             nb_classes=nb_classes,
