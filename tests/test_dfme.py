@@ -109,8 +109,10 @@ def test_budget_too_small_and_bad_arguments(framework, digits_cnn_classifier_pro
     for kwargs, error, name in bad:
         with pytest.raises(error, match=name):
             DataFreeModelExtraction(victim, gen, max_queries=10_000, batch_size=32, **kwargs)
-    with pytest.raises(TypeError, match="generator"):
+    with pytest.raises(ValueError, match="generator"):
         DataFreeModelExtraction(victim, "not a generator", max_queries=10_000)
+    with pytest.raises(TypeError, match="generator"):
+        DataFreeModelExtraction(victim, object(), max_queries=10_000)
     attack = DataFreeModelExtraction(victim, gen, max_queries=10_000, batch_size=32, verbose=False)
     with pytest.raises(ValueError, match="thieved_classifier"):
         attack.extract()
@@ -150,9 +152,9 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
     assert np.mean(s_losses[-3:]) < s_losses[0], s_losses
 
 
+@pytest.mark.kernels
 def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_classifier):
     (x_train, _), (x_test, y_test), _, _ = digits
-@pytest.mark.kernels
     counter = _CountingVictim(digits_cnn_classifier, interrupt_at=12)
     attack = DataFreeModelExtraction(
         counter.classifier,
@@ -252,9 +254,9 @@ def test_scikit_learn_victim_with_flat_inputs(framework, digits):
     assert student.predict(x_test[:4]).shape == (4, 10)
 
 
+@pytest.mark.kernels
 def test_a_student_stuck_on_one_class_is_reported(framework, digits, digits_cnn_classifier_probabilities, caplog):
     """A student whose weights are all zero gives one class for every input and gets no gradient below its last layer:
-@pytest.mark.kernels
     the run warns (once) instead of ending silently at chance; a spread-out or agreeing history does not trigger it."""
     import logging
 

@@ -34,6 +34,14 @@ class DataFreeModelExtraction(ExtractionAttack):
     finite-difference query counts against ``max_queries``); the student's side of the gradient is exact (autograd).
     Probability outputs are turned into logits as ``log p`` minus its per-sample mean (or min).
 
+    The generator is chosen from the thieved classifier's input shape by default (``generator="auto"``, see
+    :func:`~art_ext.estimators.generation.build_auto_generator`): a dense generator for flat feature vectors, a 1-D
+    convolutional one for signals ``(C, L)`` / ``(L, C)``, a 2-D convolutional one for images of any size (non-square,
+    sides not divisible by 4) in either layout, and a dense one wherever no convolution fits (a side below 4, rank 4
+    and more). The layout is the victim's ``channels_first`` when it has the same input shape, else the thieved
+    classifier's; samples are generated directly in it, never reshaped across a channel axis. The choice is logged,
+    kept in :attr:`generator_plan` and written into the first record of :attr:`history` (key ``generator``).
+
     Beyond the paper, ``diversity_weight`` adds to the generator's objective the entropy of the batch-mean student
     prediction, which keeps the generated queries spread over the classes (the plain algorithm lets them collapse onto
     a few classes); ``diversity_weight=0`` gives the paper's algorithm.
@@ -75,7 +83,7 @@ class DataFreeModelExtraction(ExtractionAttack):
     def __init__(
         self,
         classifier: CLASSIFIER_TYPE,
-        generator: Any,
+        generator: Any = "auto",
         max_queries: int = 2_000_000,
         batch_size: int = 256,
         n_generator_steps: int = 1,
@@ -105,7 +113,9 @@ class DataFreeModelExtraction(ExtractionAttack):
     ) -> None:
         """
         :param classifier: The victim: any ART classifier. Only ``classifier.predict`` is called.
-        :param generator: A generator estimator in the thieved classifier's framework
+        :param generator: ``"auto"`` (default: a generator for the thieved classifier's input shape and layout, built
+                          at the first :meth:`extract` and kept for the later ones; see the class documentation), or
+                          a generator estimator in the thieved classifier's framework
                           (:class:`art_ext.estimators.generation.PyTorchGenerator` or ART's ``TensorFlowV2Generator``)
                           making samples in the thieved classifier's layout. Its ``clip_values`` say which kind of
                           output it has: ``None`` (unbounded outputs, e.g. :func:`art_ext.models.build_generator`'s):
@@ -142,7 +152,11 @@ class DataFreeModelExtraction(ExtractionAttack):
                                   before the data-free rounds.
         :param eval_every: Rounds between validation evaluations when ``x_val`` is given (default: about 25 over the
                            budget).
-        :param restore_best: With validation data, return the student with the best validation accuracy seen.
+        :param restore_best: With validation data, return the student with the best validation accuracy seen. In
+                             hybrid mode without validation data, return the student agreeing best with the victim
+                             on `x` (the student as given, after the warm start, at each evaluation and at the end;
+                             no query: the answers are paid for), so hybrid mode never ends worse than its warm
+                             start.
         :param checkpoint_dir: Folder for periodic checkpoints (student, generator, query count, history, random state).
         :param checkpoint_every: Rounds between checkpoints (requires `checkpoint_dir`).
         :param resume: Continue from the checkpoint in `checkpoint_dir` when there is one (optimizer moments restart).
@@ -187,6 +201,8 @@ class DataFreeModelExtraction(ExtractionAttack):
         self._queries_used = 0
         self._run: DFMERun | None = None
         self._detected_output: str | None = None
+        self._auto_generators: dict[tuple, tuple[Any, Any]] = {}
+        self._generator_plan: Any = None
 
     # ------------------------------------------------------------------ public
     @property
@@ -198,6 +214,14 @@ class DataFreeModelExtraction(ExtractionAttack):
     def history(self) -> list[dict[str, Any]]:
         """One record per round of the last :meth:`extract` call (queries, losses, class shares, validation)."""
         return [] if self._run is None else self._run.history
+
+    @property
+    def generator_plan(self) -> Any:
+        """
+        The :class:`~art_ext.estimators.generation.GeneratorPlan` of the generator built by ``generator="auto"`` for
+        the last :meth:`extract` call (``None`` for a generator given by the user or before the first call).
+        """
+        return self._generator_plan
 
     @property
     def detected_output(self) -> str | None:
@@ -244,9 +268,10 @@ class DataFreeModelExtraction(ExtractionAttack):
         if not isinstance(student, ClassifierMixin):
             raise TypeError(f"`thieved_classifier` must be an ART classifier, got {type(student).__name__}.")
         framework = framework_of(student)
-        if framework_of(self.generator) != framework:
+        generator = self._generator_for(student, framework)
+        if framework_of(generator) != framework:
             raise TypeError(
-                f"`generator` ({type(self.generator).__name__}) and `thieved_classifier` "
+                f"`generator` ({type(generator).__name__}) and `thieved_classifier` "
                 f"({type(student).__name__}) must use the same framework."
             )
         if student.nb_classes != self.estimator.nb_classes:
@@ -278,7 +303,8 @@ class DataFreeModelExtraction(ExtractionAttack):
                 "earlier `extract` calls and one round needs more. Call `reset_budget()` (or raise `max_queries`) to "
                 "query the victim again."
             )
-        run = DFMERun(self, student, framework, self._queries_used, x, x_val, y_val)
+        note = None if self._generator_plan is None else self._generator_plan.describe()
+        run = DFMERun(self, student, framework, self._queries_used, x, x_val, y_val, generator, note)
         self._run = run
         try:
             return run.run() if run.distributed is None else run.distributed.run()
@@ -286,10 +312,39 @@ class DataFreeModelExtraction(ExtractionAttack):
             self._queries_used = run.oracle.queries_used
             self._detected_output = run.oracle.detected_output
 
+    def _generator_for(self, student: Any, framework: str) -> Any:
+        """The generator of this call: the user's, or (``"auto"``) the one built for the student's samples."""
+        if not isinstance(self.generator, str):
+            self._generator_plan = None
+            return self.generator
+        from art_ext.estimators.generation import build_auto_generator
+
+        shape = tuple(int(d) for d in student.input_shape)
+        layout = getattr(student, "channels_first", None)
+        try:
+            victim_shape = tuple(int(d) for d in self.estimator.input_shape)
+        except (AttributeError, NotImplementedError, TypeError):
+            victim_shape = None
+        victim_layout = getattr(self.estimator, "channels_first", None)
+        if victim_shape == shape and victim_layout is not None:
+            layout = bool(victim_layout)  # same samples: the victim says where its channels are
+        key = (framework, shape, layout)
+        if key not in self._auto_generators:
+            rs = self.random_state
+            seed = int(rs) if isinstance(rs, (int, np.integer)) else None
+            device = "gpu" if str(getattr(student, "device", "cpu")).startswith("cuda") else "cpu"
+            self._auto_generators[key] = build_auto_generator(shape, framework, layout, seed=seed, device_type=device)
+        generator, self._generator_plan = self._auto_generators[key]
+        logger.info("DFME: generator=%r chose a %s.", self.generator, self._generator_plan.describe())
+        return generator
+
     def _check_params(self) -> None:
         from art.estimators.generation.generator import GeneratorMixin
 
-        if not isinstance(self.generator, GeneratorMixin) or not hasattr(self.generator, "model"):
+        if isinstance(self.generator, str):
+            if self.generator != "auto":
+                raise ValueError(f'`generator` must be "auto" or a generator estimator, got {self.generator!r}.')
+        elif not isinstance(self.generator, GeneratorMixin) or not hasattr(self.generator, "model"):
             raise TypeError(
                 "`generator` must be an ART generator estimator with a model (PyTorchGenerator or "
                 f"TensorFlowV2Generator), got {type(self.generator).__name__}."

@@ -41,13 +41,28 @@ class DFMERun:
     :param x: Optional surrogate inputs (hybrid mode).
     :param x_val: Optional validation inputs.
     :param y_val: Their labels (indices).
+    :param generator: The generator estimator (default: the attack's).
+    :param generator_note: What generator was chosen and why (``generator="auto"``), written into the first record
+                           of the history.
     """
 
-    def __init__(self, attack, student, framework, queries_before, x=None, x_val=None, y_val=None) -> None:
+    def __init__(
+        self,
+        attack,
+        student,
+        framework,
+        queries_before,
+        x=None,
+        x_val=None,
+        y_val=None,
+        generator=None,
+        generator_note=None,
+    ) -> None:
         self.p = attack
         self.student = student
         self.ops = ops = get_backend(framework)
-        self.generator = attack.generator
+        self.generator = attack.generator if generator is None else generator
+        self.generator_note = generator_note
         self.gen_model = ops.model_of(self.generator)
         self.x, self.x_val, self.y_val = x, x_val, y_val
         rs = attack.random_state
@@ -105,6 +120,7 @@ class DFMERun:
         )
         self.eval_every = attack.eval_every or max(1, attack.max_queries // attack.queries_per_round // 25)
         self.surrogate = None  # (x, victim logits) of hybrid mode, kept in play in every student step
+        self.anchor_labels = None  # hybrid mode: the victim's classes for x (selects the student without x_val)
 
     # ------------------------------------------------------------------ set-up
     def _generated_shape(self) -> tuple[int, ...]:
@@ -240,6 +256,11 @@ class DFMERun:
         return self.ops.asarray(self.oracle.query_numpy(x_np))
 
     # ------------------------------------------------------------------ bookkeeping
+    def _record(self, record: dict) -> None:
+        if not self.history and self.generator_note:
+            record["generator"] = self.generator_note
+        self.history.append(record)
+
     def _learning_rate_factor(self) -> float:
         used = self.oracle.queries_used / self.p.max_queries
         return self.p.lr_decay ** sum(used >= m for m in (self.p.lr_milestones or ()))
@@ -248,14 +269,33 @@ class DFMERun:
         pred = self.student.predict(self.x_val, batch_size=512)
         return float(np.mean(np.argmax(pred, axis=1) == self.y_val))
 
+    def agreement(self) -> float:
+        """Hybrid mode: the share of the warm-start inputs on which the student predicts the victim's class."""
+        pred = self.student.predict(self.x, batch_size=512)
+        return float(np.mean(np.argmax(pred, axis=1) == self.anchor_labels))
+
+    def _score(self) -> tuple[str, float] | None:
+        """
+        What selects the student to return: validation accuracy when ``x_val`` is given; in hybrid mode without it,
+        the agreement with the victim on the warm-start inputs (answers already paid for: no query); else nothing.
+        """
+        if self.x_val is not None:
+            return "val_accuracy", self.val_accuracy()
+        if self.anchor_labels is not None:
+            return "agreement", self.agreement()
+        return None
+
     def _evaluate(self, record: dict) -> None:
-        if self.x_val is None:
+        score = self._score()
+        if score is None:
             self.last_good = self.ops.get_weights(self.student)
             return
-        acc = self.val_accuracy()
-        record["val_accuracy"] = acc
-        if acc > self.best_acc:
-            self.best_acc = acc
+        key, value = score
+        record[key] = value
+        # validation: the first best is kept; agreement on the training inputs: the latest of equal ones (the most
+        # refined by the data-free rounds)
+        if value > self.best_acc or (key == "agreement" and value == self.best_acc):
+            self.best_acc = value
             self.best_weights = self.ops.get_weights(self.student)
 
     def save_checkpoint(self) -> None:
@@ -312,14 +352,21 @@ class DFMERun:
                 ops.set_weights(self.student, keep)
         if self.p.checkpoint_dir and (self.p.checkpoint_every or self.interrupted or failed) and not diverged:
             self.save_checkpoint()
-        if self.x_val is not None and self.p.restore_best and self.best_weights is not None and not diverged:
-            if self.best_acc > self.val_accuracy():
+        if self.p.restore_best and self.best_weights is not None and not diverged:
+            score = self._score()
+            if score is not None and self.best_acc > score[1]:
                 ops.set_weights(self.student, self.best_weights)
+                logger.info(
+                    "DFME: returning the student of %s %.4f (the last one has %.4f).", score[0], self.best_acc, score[1]
+                )
 
     def _warm_start(self) -> None:
         p = self.p
         bs = max(p.batch_size, 1)
         answers = np.concatenate([self.oracle.query_numpy(self.x[i : i + bs]) for i in range(0, len(self.x), bs)])
+        self.anchor_labels = np.argmax(answers, axis=1)
+        if self.x_val is None:  # the student as given is a candidate too: the warm start may only improve on it
+            self._evaluate({})
         losses = []
         for _ in range(p.warm_start_epochs):
             order = self.rng.permutation(len(self.x))
@@ -332,7 +379,7 @@ class DFMERun:
             tail = losses[-max(1, len(losses) // max(p.warm_start_epochs, 1)) :]
             record["loss_student"] = float(np.mean([float(self.ops.to_numpy(v)) for v in tail]))
         self._evaluate(record)
-        self.history.append(record)
+        self._record(record)
         self.surrogate = (self.x, answers)
 
     def _train_student_on(self, x, v):
@@ -400,7 +447,7 @@ class DFMERun:
             last = not oracle.fits(p.batch_size)
             if self.rounds % self.eval_every == 0 or last:
                 self._evaluate(record)
-            self.history.append(record)
+            self._record(record)
             postfix = {"loss_S": f"{record['loss_student'] or 0:.3f}", "top2": f"{record['top2_class_share']:.2f}"}
             if "val_accuracy" in record:
                 postfix["val_acc"] = f"{record['val_accuracy']:.3f}"
