@@ -258,7 +258,7 @@ def test_distributed_run_it_cannot_split_is_refused_before_any_query(framework, 
 
 
 def test_run_and_distributed_driver_import_one_way():
-    """The run uses the distributed driver; the driver never reaches back into the run (its error has its own module)."""
+    """The run uses the distributed driver, which never reaches back into the run (its error has its own module)."""
     import ast
     import importlib
 
