@@ -161,6 +161,9 @@ BAD_PARAMS = [
     (LogitMarginAttack, {"max_iter": 1.5}),
     (LogitMarginAttack, {"targeted": "true"}),
     (LogitMarginAttack, {"batch_size": -1}),
+    (LogitMarginAttack, {"num_random_init": -1}),
+    (LogitMarginAttack, {"num_random_init": 1.0}),
+    (LogitMarginAttack, {"random_state": -1}),
     (LogitMarginAttack, {"output": "scores"}),
     (LogitMarginAttack, {"verbose": "yes"}),
     (RandomFGSM, {"eps": -1}),
@@ -358,3 +361,23 @@ def test_inside_art_autoattack(estimator, batch, cls, targeted, monkeypatch):
     x_adv = auto.generate(x, y=np.eye(NB_CLASSES)[y])
     assert np.abs(x_adv - x).max() <= 0.2 + 1e-5
     assert accuracy(estimator, x_adv, y) <= accuracy(estimator, x, y) - 0.3
+
+
+@pytest.mark.parametrize("norm", [np.inf, 2])
+def test_logit_margin_random_init_as_arts_pgd(estimator, batch, norm):
+    """ART's PGD/FGSM ``num_random_init``: random starts in the ball, masked features kept, the best end kept."""
+    x, y = batch
+    eps = 0.2 if norm == np.inf else 1.0
+    plain = LogitMarginAttack(estimator, norm=norm, eps=eps, max_iter=3).generate(x, y)
+    starts = LogitMarginAttack(estimator, norm=norm, eps=eps, max_iter=3, num_random_init=3, random_state=0)
+    x_adv = starts.generate(x, y)
+    assert not np.array_equal(x_adv, plain)
+    np.testing.assert_array_equal(x_adv, starts.generate(x, y))  # an int seed: every call the same
+    if norm == np.inf:
+        assert np.abs(x_adv - x).max() <= eps + 1e-5
+    else:
+        assert np.linalg.norm(x_adv - x, axis=1).max() <= eps + 1e-4
+    assert accuracy(estimator, x_adv, y) <= accuracy(estimator, x, y) - 0.3
+    half = np.zeros(NB_FEATURES, dtype=np.float32)
+    half[::2] = 1.0
+    np.testing.assert_array_equal(starts.generate(x, y, mask=half)[:, 1::2], x[:, 1::2])

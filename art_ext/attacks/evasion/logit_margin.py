@@ -22,9 +22,11 @@ from art_ext.attacks.evasion._fgsm_common import (
     batch_mask,
     check_broadcastable,
     check_mask,
+    check_random_state,
     check_same_kind,
     check_value,
     check_value_or_array,
+    make_rng,
     resolve_estimator,
 )
 from art_ext.backend import get_backend
@@ -71,6 +73,7 @@ class LogitMarginAttack(EvasionAttack):
         "eps_step",
         "max_iter",
         "targeted",
+        "num_random_init",
         "output",
         "batch_size",
         "verbose",
@@ -85,11 +88,13 @@ class LogitMarginAttack(EvasionAttack):
         eps_step: float | np.ndarray | None = None,
         max_iter: int = 10,
         targeted: bool = False,
+        num_random_init: int = 0,
         output: str = "auto",
         batch_size: int = 128,
         verbose: bool = False,
         *,
         estimator: Any = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> None:
         """
         Create a :class:`LogitMarginAttack`.
@@ -102,11 +107,15 @@ class LogitMarginAttack(EvasionAttack):
             a number, or an array of the shape of `eps` when `eps` is one.
         :param max_iter: Gradient steps (1 = FGSM with step `eps`).
         :param targeted: Move towards the labels `y` given to :meth:`generate` (required) instead of away from them.
+        :param num_random_init: As in ART's PGD: ``0`` starts at `x`; ``k > 0`` starts ``k`` times at a random point
+            of the `eps` ball (uniform in l-inf, uniform direction and radius in l2; masked features stay) and keeps,
+            per input, the end point of the most adversarial margin.
         :param output: ``"auto"``, ``"logits"`` or ``"probabilities"``: what the classifier outputs.
         :param batch_size: Batch size.
         :param verbose: Log each batch.
         :param estimator: The classifier under ART's name (``ProjectedGradientDescent(estimator=...)``); give either
             `classifier` or `estimator`.
+        :param random_state: Seed (int) or numpy ``Generator`` of the random starts.
         """
         super().__init__(estimator=resolve_estimator(classifier, estimator))
         self.norm = norm
@@ -114,6 +123,8 @@ class LogitMarginAttack(EvasionAttack):
         self.eps_step = eps_step
         self.max_iter = max_iter
         self._targeted = targeted
+        self.num_random_init = num_random_init
+        self.random_state = random_state
         self.output = output
         self.batch_size = batch_size
         self.verbose = verbose
@@ -129,6 +140,8 @@ class LogitMarginAttack(EvasionAttack):
             raise ValueError("Per-feature `eps` arrays need `norm=np.inf`; pass a number as `eps` for norm 2.")
         check_value(self.max_iter, "max_iter", integer=True)
         check_flag(self.targeted, "targeted")
+        check_value(self.num_random_init, "num_random_init", integer=True, allow_zero=True)
+        check_random_state(self.random_state)
         check_value(self.batch_size, "batch_size", integer=True)
         check_output_kind(self.output)
         check_flag(self.verbose, "verbose")
@@ -173,7 +186,7 @@ class LogitMarginAttack(EvasionAttack):
         output = output_kind_of(classifier, x, self.output)
         # Untargeted: ascend the margin of the true class; targeted: descend the margin of the target class.
         direction = -1.0 if self.targeted else 1.0
-        clip = classifier.clip_values
+        rng = make_rng(self.random_state)
         out = np.empty_like(x)
         for start in range(0, len(x), self.batch_size):
             stop = min(start + self.batch_size, len(x))
@@ -183,31 +196,68 @@ class LogitMarginAttack(EvasionAttack):
             batch_step = _tensor(ops, batch_mask(step, x, start, stop), device)
             batch_keep = _tensor(ops, _keep(batch_mask(mask, x, start, stop)), device)
 
-            def margin(xa, onehot=onehot):
+            def per_sample_margin(xa, onehot=onehot):
                 z = logits_from_outputs(ops, ops.forward(classifier, xa), output)
-                z_true = ops.sum(z * onehot, axis=1)
-                z_other = ops.max(z - onehot * 1e9, axis=1)
-                return ops.sum(z_other - z_true) * direction
+                return (ops.max(z - onehot * 1e9, axis=1) - ops.sum(z * onehot, axis=1)) * direction
 
-            x_adv = x0
-            for _ in range(int(self.max_iter)):
-                _, (grad,) = ops.value_and_grad(margin, [x_adv])
-                if batch_keep is not None:
-                    grad = grad * batch_keep
-                if self.norm == np.inf:
-                    x_adv = ops.clip(x_adv + batch_step * ops.sign(grad), x0 - batch_eps, x0 + batch_eps)
+            def margin(xa, per_sample_margin=per_sample_margin):
+                return ops.sum(per_sample_margin(xa))
+
+            best, best_score = None, None
+            for _ in range(max(1, int(self.num_random_init))):
+                x_adv = x0 if self.num_random_init == 0 else self._random_start(ops, x0, batch_eps, batch_keep, rng)
+                x_adv = self._iterate(ops, margin, x0, x_adv, batch_eps, batch_step, batch_keep)
+                if self.num_random_init <= 1:
+                    best = x_adv
+                    continue
+                score = ops.to_numpy(per_sample_margin(x_adv))
+                if best is None:
+                    best, best_score = ops.to_numpy(x_adv), score
                 else:
-                    x_adv = x_adv + batch_step * ops.l2_normalize(grad)
-                    delta = x_adv - x0
-                    scale = ops.minimum(batch_eps / ops.per_sample_norm(delta, keepdims=True), 1.0)
-                    x_adv = x0 + delta * scale
-                if clip is not None:
-                    x_adv = ops.clip(x_adv, clip[0], clip[1])
-                x_adv = ops.stop_gradient(x_adv)
-            out[start:stop] = ops.to_numpy(x_adv)
+                    better = score > best_score
+                    best[better], best_score[better] = ops.to_numpy(x_adv)[better], score[better]
+            out[start:stop] = best if isinstance(best, np.ndarray) else ops.to_numpy(best)
             if self.verbose:
                 logger.info("Logit-margin attack: %d / %d inputs", stop, len(x))
         return out
+
+    def _random_start(self, ops: Any, x0: Any, eps: Any, keep: Any, rng: np.random.Generator) -> Any:
+        """A random point of the `eps` ball around `x0` (masked features kept), inside the clip values."""
+        shape = tuple(ops.shape(x0))
+        device = ops.device_of(self.estimator)
+        if self.norm == np.inf:
+            noise = ops.asarray(rng.uniform(-1.0, 1.0, size=shape).astype(np.float32), device=device)
+            noise = noise * eps
+        else:
+            direction = rng.standard_normal(size=shape).reshape(shape[0], -1)
+            direction /= np.linalg.norm(direction, axis=1, keepdims=True) + 1e-12
+            radius = rng.uniform(0.0, 1.0, size=(shape[0], 1)) ** (1.0 / direction.shape[1])
+            noise = ops.asarray((direction * radius).reshape(shape).astype(np.float32), device=device)
+            noise = noise * eps
+        if keep is not None:
+            noise = noise * keep
+        x_start = x0 + noise
+        clip = self.estimator.clip_values
+        return x_start if clip is None else ops.clip(x_start, clip[0], clip[1])
+
+    def _iterate(self, ops: Any, margin: Any, x0: Any, x_adv: Any, eps: Any, step: Any, keep: Any) -> Any:
+        """`max_iter` projected gradient steps on the margin from `x_adv`."""
+        clip = self.estimator.clip_values
+        for _ in range(int(self.max_iter)):
+            _, (grad,) = ops.value_and_grad(margin, [x_adv])
+            if keep is not None:
+                grad = grad * keep
+            if self.norm == np.inf:
+                x_adv = ops.clip(x_adv + step * ops.sign(grad), x0 - eps, x0 + eps)
+            else:
+                x_adv = x_adv + step * ops.l2_normalize(grad)
+                delta = x_adv - x0
+                scale = ops.minimum(eps / ops.per_sample_norm(delta, keepdims=True), 1.0)
+                x_adv = x0 + delta * scale
+            if clip is not None:
+                x_adv = ops.clip(x_adv, clip[0], clip[1])
+            x_adv = ops.stop_gradient(x_adv)
+        return x_adv
 
 
 def _keep(mask: np.ndarray | None) -> np.ndarray | None:
