@@ -178,7 +178,7 @@ def group_sort(group_size: int = 2, axis: int = -1) -> Any:
     if _GROUP_SORT_CLASS is None:
         import keras
 
-        from art_ext.estimators.certification.keras_graph import group_sort_function
+        from art_ext.estimators.certification.keras_layers import group_sort_function
 
         class GroupSort(keras.layers.Layer):
             def __init__(self, group_size=2, axis=-1, **kwargs):
