@@ -90,7 +90,7 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
         data = by_stem[group["stems"][0]]
         x, y = _mean_curve([_points(r.get("certified_curve"), "radius", "accuracy") for r in group["rows"]])
         if x:
-            what = f"{str(group['rows'][0]['training']).split()[0]}, {_describe(data, 'architecture', 'epochs')}"
+            what = f"{str(group['rows'][0]['training']).split()[0]}, {_describe(data, 'architecture', 'epochs', 'framework')}"
             series.append((f"{what} ({_seeds(len(group['rows']))})", x, y))
         paper = (data.get("paper") or {}).get("verified_at_1.58") or {}
         anchors = anchors or [(f"{k} (paper)", 1.58, v) for k, v in paper.items() if isinstance(v, (int, float))]
