@@ -25,16 +25,16 @@ DEFENCES = {
 }
 
 
-def _image_shape(ctx) -> tuple[int, int, int] | None:
+def _reference_generator(ctx) -> str | None:
     """
-    ``(channels, height, width)`` when the input is a square image with a side divisible by 4 in the framework's
-    usual layout (channels first on PyTorch, last on TensorFlow), the images DFME's generators make; else ``None``.
+    The DFME paper's generator (``art_ext.models.GENERATORS``) for square images of 8, 28 or 32 pixels in the
+    framework's usual layout (channels first on PyTorch, last on TensorFlow), the benchmarks' setting; else ``None``
+    and DFME builds its generator for the input shape (``generator="auto"``).
     """
     kind = ctx.kind
-    if kind.name != "image" or kind.channels_first != (ctx.framework == "pytorch"):
+    if not kind.square_image or kind.channels_first != (ctx.framework == "pytorch"):
         return None
-    (h, w), c = kind.spatial, kind.channels
-    return (c, h, w) if h == w and h % 4 == 0 else None
+    return {8: "generator_8x8", 28: "generator_28x28", 32: "generator_32x32"}.get(kind.spatial[0])
 
 
 def _victims(ctx) -> dict:
@@ -63,24 +63,15 @@ def _attack(ctx, victim, budget: int, seed: int, batch_size: int):
     from art_ext.attacks.extraction import DataFreeModelExtraction
     from art_ext.models import build_generator, make_generator
 
-    c, h, _ = _image_shape(ctx)
-    name = {8: "generator_8x8", 28: "generator_28x28", 32: "generator_32x32"}.get(h)
+    name = _reference_generator(ctx)
     if name is not None:
-        model = build_generator(name, ctx.framework, channels=c, seed=seed)
+        generator = make_generator(build_generator(name, ctx.framework, channels=ctx.kind.channels, seed=seed))
     else:
-        from art_ext.utils.seed import set_seed
-
-        set_seed(seed, ctx.framework)
-        if ctx.framework == "pytorch":
-            from art_ext.models import pytorch as module
-        else:
-            from art_ext.models import tensorflow as module
-        builder = module.multiscale_generator if h >= 16 else module.dfme_generator  # as GENERATORS chooses
-        model = builder(img_size=h, channels=c, ngf=32)
+        generator = "auto"
     student = build_student(ctx, seed + 1)
     attack = DataFreeModelExtraction(
         victim,
-        make_generator(model),
+        generator,
         max_queries=budget,
         batch_size=batch_size,
         eval_every=max(1, budget // (8 * 7 * batch_size)),
@@ -92,6 +83,14 @@ def _attack(ctx, victim, budget: int, seed: int, batch_size: int):
     return attack, student
 
 
+def _generator_line(ctx, attack) -> str:
+    name = _reference_generator(ctx)
+    if name is not None:
+        return f"the DFME paper's generator ({name})"
+    plan = attack.generator_plan
+    return "DFME's generator for the input shape" + (f": {plan.describe()}" if plan is not None else "")
+
+
 def plan(ctx, allotted):
     if ctx.framework is None:
         raise SectionSkipped(
@@ -101,11 +100,6 @@ def plan(ctx, allotted):
         raise SectionSkipped(
             "DFME generates continuous inputs and a text classifier takes token ids; extraction of text models is not "
             "covered by the audit"
-        )
-    if _image_shape(ctx) is None:
-        raise SectionSkipped(
-            "DFME's generators make square images with a side divisible by 4 in the framework's usual layout; the "
-            f"inputs are {ctx.kind.describe()}"
         )
     queries = ctx.options.get("extraction", {}).get("queries", 20_000)
     per_round = 7 * 32  # the smallest round: batches of 32
@@ -136,7 +130,7 @@ def run(ctx, params, section) -> None:
     budget = params["queries"]
     victims = _victims(ctx)
     labels = predict_in_batches(ctx.classifier, ctx.x, ctx.batch_size).argmax(1)
-    results = {}
+    results, generator = {}, ""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for key, victim in victims.items():
         if results and ctx.past_deadline():
@@ -147,6 +141,7 @@ def run(ctx, params, section) -> None:
         attack, student = _attack(ctx, victim, budget, ctx.seed, params["batch_size"])
         start = time.perf_counter()
         attack.extract(thieved_classifier=student, x_val=ctx.x, y_val=labels)
+        generator = _generator_line(ctx, attack)
         seconds = time.perf_counter() - start
         agreement = float(np.mean(predict_in_batches(student, ctx.x, ctx.batch_size).argmax(1) == labels))
         accuracy = float(np.mean(predict_in_batches(student, ctx.x, ctx.batch_size).argmax(1) == ctx.y))
@@ -163,12 +158,13 @@ def run(ctx, params, section) -> None:
         if curve:
             ax.plot(*zip(*curve), "o-", label=DEFENCES[key])
     section.results.update({"budget": budget, "batch_size": params["batch_size"], "victims": results})
+    section.results["generator"] = generator
     section.text(
         "Data-free model extraction (DFME): a generator and a fresh student query the model as a black box behind an "
         "API that returns softmax probabilities, with no data at all; agreement is the share of the audited inputs on "
         f"which the student predicts the model's label (the student never trains on them). Budget: {budget:,} "
         "queries per victim (finite-difference queries included); a larger budget (`extraction_queries`, "
-        "`--extraction-queries`) continues the curve."
+        f"`--extraction-queries`) continues the curve. Generator: {generator}."
     )
     section.table(
         ["API output", "queries", "agreement", "student accuracy", "seconds"],

@@ -23,7 +23,9 @@ def build_student(ctx, seed: int) -> Any:
             return make_classifier(build_model(name, fw, nb_classes=k, seed=seed), shape, k, clip_values=clip)
     set_seed(seed, fw)
     model = _torch_student(ctx.kind, k) if fw == "pytorch" else _keras_student(ctx.kind, k)
-    return make_classifier(model, shape, k, clip_values=clip)
+    student = make_classifier(model, shape, k, clip_values=clip)
+    student.set_params(channels_first=ctx.kind.channels_first)  # the layout of the audited inputs (DFME reads it)
+    return student
 
 
 def _torch_student(kind, k: int) -> Any:

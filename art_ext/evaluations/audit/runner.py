@@ -33,7 +33,9 @@ def run_sections(ctx: AuditContext, sections: list[ModuleType], deadline: float 
 
 
 def _failed(section: SectionResult, stage: str, error: BaseException) -> None:
-    logger.exception("Section %s failed while %s", section.key, stage)
+    # The traceback goes to the log at debug level (logging.basicConfig(level=logging.DEBUG) shows it); the report
+    # and the command's output keep to one line.
+    logger.debug("Section %s failed while %s", section.key, stage, exc_info=True)
     section.status = "failed"
     section.reason = (
         f"internal error of the audit while {stage} (a bug: please report it with this line): "
