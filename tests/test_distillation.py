@@ -72,6 +72,8 @@ def reports(models, digits):
 def test_distilled_model_is_accurate_and_its_logits_are_scaled(models, digits):
     _, (x_test, y_test), _, _ = digits
     normal, distilled, trainer = models
+    # Measured (1 thread): distilled student 0.942 on PyTorch (default and avx2), 0.953 on TensorFlow (oneDNN off and
+    # on). Smallest margin 0.062. The teacher's accuracy and the logit-gap ratio were not measured across the variants.
     assert _accuracy(distilled, x_test, y_test) >= 0.88
     assert _accuracy(trainer.teacher, x_test, y_test) >= 0.88
     # Deployed at T=1 returning logits, far larger: median top-2 logit gap 288 vs 8.7 (PyTorch), 304 vs 8.4 (TF).
