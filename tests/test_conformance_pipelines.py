@@ -21,10 +21,6 @@ from art_ext.estimators.certification import LipschitzCertifier
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-#: Documented deviation (docs/conformance.rst): LipschitzMarginTrainer raises TypeError for a non-bool `pairwise` and
-#: does not check `random_state` before training.
-LMT_DEVIATION = pytest.mark.xfail(reason="LipschitzMarginTrainer: TypeError / unchecked seed", strict=False)
-
 
 @pytest.fixture(scope="module")
 def flat_digits():
@@ -126,9 +122,9 @@ def test_trainers_follow_arts_trainer_contract(kind, flat_digits, trainer_cls):
         (VirtualAdversarialTrainer, {"verbose": "yes"}),
         (LipschitzMarginTrainer, {"c": -1.0}),
         (LipschitzMarginTrainer, {"warmup_epochs": -1}),
-        pytest.param(LipschitzMarginTrainer, {"pairwise": "yes"}, marks=LMT_DEVIATION),
+        (LipschitzMarginTrainer, {"pairwise": "yes"}),
         (LipschitzMarginTrainer, {"objective": "nothing"}),
-        pytest.param(LipschitzMarginTrainer, {"random_state": -1}, marks=LMT_DEVIATION),
+        (LipschitzMarginTrainer, {"random_state": -1}),
     ],
 )
 def test_trainer_bad_parameters(estimator, trainer_cls, kwargs):

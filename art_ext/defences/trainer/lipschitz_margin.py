@@ -22,12 +22,13 @@ from art_ext.defences.trainer._loop import (
     array_batches,
     check_lr_schedule,
     check_validation_data,
+    check_value,
     generator_batches,
     validation_accuracy,
 )
 from art_ext.estimators.certification.classifier_graph import build_graph, check_certifiable_classifier
 from art_ext.estimators.certification.graph import LipschitzGraph, PowerIterationState
-from art_ext.utils.checks import check_finite, check_labels, check_positive
+from art_ext.utils.checks import ArgumentTypeError, check_finite, check_labels, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,13 @@ class LipschitzMarginTrainer(Trainer):
         check_positive(self.c, "c", allow_zero=True)
         check_positive(self.warmup_epochs, "warmup_epochs", integer=True, allow_zero=True)
         if not isinstance(self.pairwise, bool):
-            raise TypeError("`pairwise` must be a bool.")
+            raise ArgumentTypeError(f"`pairwise` must be a bool, got {self.pairwise!r}.")
         if self.learning_rate is not None:
             check_positive(self.learning_rate, "learning_rate")
+        if self.random_state is not None and not isinstance(self.random_state, np.random.Generator):
+            check_value(self.random_state, "random_state", integer=True, allow_zero=True)
         if not isinstance(self.verbose, bool):
-            raise TypeError("`verbose` must be a bool.")
+            raise ArgumentTypeError("`verbose` must be a bool.")
         check_lr_schedule(self.lr_schedule)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {self.objective!r}.")
