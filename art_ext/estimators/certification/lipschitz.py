@@ -83,13 +83,17 @@ class LipschitzCertifier(ClassGradientsMixin, ClassifierMixin, NeuralNetworkMixi
     as ART's ``certify`` does. After ``fit`` (or any change of the weights) the bound is recomputed before the next
     certificate.
 
-    The model's real computation graph is read (``torch.fx`` for PyTorch, the functional graph for Keras), bounded
-    node by node, and checked against the classifier's own outputs before any certificate. Certifiable: dense/linear
-    (on any axis), 2-D convolutions (zero padding, stride, dilation, groups), batch normalisation in eval mode,
-    ReLU/LeakyReLU/ELU/Tanh/Sigmoid/GELU/SiLU/Softplus, max/average/adaptive/global pooling, flatten/view/reshape,
-    dropout, sums and differences of branches (residual connections), concatenation, scaling by constants,
-    :func:`art_ext.models.ResidualBlock`, and ART's mean/std preprocessing. Anything else (discontinuous or
-    non-Lipschitz operations, postprocessing defences, other preprocessing) raises a ``TypeError`` naming it.
+    The model's real computation graph is read (``torch.fx`` for PyTorch modules, the frozen graph for TorchScript
+    models, scripted or traced, the functional graph for Keras), bounded node by node, and checked against the
+    classifier's own outputs before any certificate. Certifiable: dense/linear (on any axis), 1-D and 2-D
+    convolutions (any padding mode, stride, dilation, groups), transposed convolutions, nearest/bilinear upsampling
+    and padding layers, weights under ``torch.nn.utils.parametrizations`` (the computed weight is bounded),
+    batch normalisation in eval mode, ReLU/LeakyReLU/ELU/Tanh/Sigmoid/GELU/SiLU/Softplus, clamp/clip, abs,
+    :class:`art_ext.models.GroupSort`/:class:`~art_ext.models.MaxMin`, max/average/adaptive/global pooling,
+    flatten/view/reshape, dropout, sums and differences of branches (residual connections), concatenation, scaling
+    by constants, :func:`art_ext.models.ResidualBlock`, and ART's mean/std preprocessing. Anything else
+    (discontinuous or not globally Lipschitz operations such as LayerNorm, GroupNorm, products of branches or
+    division by a norm, postprocessing defences, other preprocessing) raises a ``TypeError`` naming the node.
 
     | Paper link: https://arxiv.org/abs/1802.04034
     """
