@@ -39,33 +39,14 @@ def digest(x) -> str:
     return hashlib.sha256(repr(x.shape).encode() + x.tobytes()).hexdigest()
 
 
-class VictimServer(ThreadingHTTPServer):
-    """
-    ``fail_next``: the next that many ``/predict`` requests get HTTP ``fail_status``; ``drop_next``: the next that many
-    are computed and counted as answered, then the connection is closed without a response; ``delay``: seconds every
-    ``/predict`` waits before answering (counted once computed, even if the client left); ``on_request``: called with
-    the number of requests received so far, from the handler thread.
-    """
+class _LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on a free loopback port, served from a daemon thread inside ``with``."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, model, clip_values=(0.0, 1.0)):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.model = model
-        self.clip_values = clip_values
-        self.lock = threading.Lock()
-        self.answered = 0  # inputs answered (computed), as GET /stats reports it
-        self.received = 0  # /predict requests received
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.start_times: list[float] = []
-        self.answered_digests: list[str] = []
-        self.fail_next = 0
-        self.fail_status = 503
-        self.drop_next = 0
-        self.delay = 0.0
-        self.on_request = None
+    def __init__(self, handler):
+        super().__init__(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -80,6 +61,32 @@ class VictimServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self.thread.join(timeout=5)
+
+
+class VictimServer(_LoopbackServer):
+    """
+    ``fail_next``: the next that many ``/predict`` requests get HTTP ``fail_status``; ``drop_next``: the next that many
+    are computed and counted as answered, then the connection is closed without a response; ``delay``: seconds every
+    ``/predict`` waits before answering (counted once computed, even if the client left); ``on_request``: called with
+    the number of requests received so far, from the handler thread.
+    """
+
+    def __init__(self, model, clip_values=(0.0, 1.0)):
+        super().__init__(_Handler)
+        self.model = model
+        self.clip_values = clip_values
+        self.lock = threading.Lock()
+        self.answered = 0  # inputs answered (computed), as GET /stats reports it
+        self.received = 0  # /predict requests received
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.start_times: list[float] = []
+        self.answered_digests: list[str] = []
+        self.fail_next = 0
+        self.fail_status = 503
+        self.drop_next = 0
+        self.delay = 0.0
+        self.on_request = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -169,33 +176,16 @@ class _Handler(BaseHTTPRequestHandler):
                     srv.in_flight -= 1
 
 
-class CannedServer(ThreadingHTTPServer):
+class CannedServer(_LoopbackServer):
     """
     Answers every request with what ``routes[(method, path)]`` holds: ``(status, headers, body)`` (404 otherwise);
     ``posts`` counts the POST requests received. For answers no real server should give.
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
-
     def __init__(self, routes):
-        super().__init__(("127.0.0.1", 0), _CannedHandler)
+        super().__init__(_CannedHandler)
         self.routes = dict(routes)
         self.posts = 0
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
 
 
 class _CannedHandler(BaseHTTPRequestHandler):
