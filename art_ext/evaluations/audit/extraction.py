@@ -103,25 +103,42 @@ def plan(ctx, allotted):
         )
     queries = ctx.options.get("extraction", {}).get("queries", 20_000)
     per_round = 7 * 32  # the smallest round: batches of 32
-    if ctx.shared.get("dfme_seconds_per_query") is None:
-        # Calibrate on one small round against the bare victim (its cost is part of the section's time).
-        victim = _victims(ctx).get("none") or next(iter(_victims(ctx).values()))
-        attack, student = _attack(ctx, victim, per_round, ctx.seed, 32)
-        attack.verbose = False
-        start = time.perf_counter()
-        attack.extract(thieved_classifier=student)
-        ctx.shared["dfme_seconds_per_query"] = (time.perf_counter() - start) / per_round
-    per_query = ctx.shared["dfme_seconds_per_query"]
-    params = {"queries": max(per_round, int(queries))}
     n_victims = len(ctx.defences)
+    params = {"queries": max(per_round, int(queries))}
+    batch = _batch_size(params["queries"])
+    key = f"dfme_round_seconds_{batch}"
+    if ctx.shared.get(key) is None:
+        ctx.shared[key] = _calibrate(ctx, batch)
+    round_seconds = ctx.shared[key]
 
     def estimate(p):
-        return n_victims * (p["queries"] * per_query + 9 * ctx.cost.f(len(ctx.x)))
+        rounds = p["queries"] / (7 * _batch_size(p["queries"]))
+        return n_victims * rounds * round_seconds * _batch_size(p["queries"]) / batch
 
     params, seconds, notes = shrink(params, estimate, allotted, [("queries", per_round, "DFME queries per victim")])
-    # Batches of up to 128 generated inputs, smaller when the budget would otherwise hold fewer than 8 rounds.
-    params["batch_size"] = next((b for b in (128, 64) if params["queries"] >= 8 * 7 * b), 32)
+    params["batch_size"] = _batch_size(params["queries"])
     return params, seconds, notes
+
+
+def _batch_size(queries: int) -> int:
+    """Batches of up to 128 generated inputs, smaller when the budget would otherwise hold fewer than 8 rounds."""
+    return next((b for b in (128, 64) if queries >= 8 * 7 * b), 32)
+
+
+def _calibrate(ctx, batch: int) -> float:
+    """
+    Seconds of one DFME round at ``batch``: two rounds against the bare victim, evaluated on the audited inputs after
+    each as the run evaluates them (their cost is part of the section's time; the one-off start-up cost is shared by
+    two rounds, so the estimate errs on the long side).
+    """
+    victim = _victims(ctx).get("none") or next(iter(_victims(ctx).values()))
+    attack, student = _attack(ctx, victim, 2 * 7 * batch, ctx.seed, batch)
+    attack.verbose = False
+    attack.eval_every = 1
+    labels = predict_in_batches(ctx.classifier, ctx.x, ctx.batch_size).argmax(1)
+    start = time.perf_counter()
+    attack.extract(thieved_classifier=student, x_val=ctx.x, y_val=labels)
+    return (time.perf_counter() - start) / 2
 
 
 def run(ctx, params, section) -> None:
