@@ -15,10 +15,10 @@ Variants (each framework runs only the dimensions that change its kernels):
 * TensorFlow: ``TF_ENABLE_ONEDNN_OPTS`` 0 and 1, each with 1 and 2 threads (``TF_NUM_INTRAOP_THREADS``, which sizes
   TensorFlow's intra-op pool, oneDNN's included, and ``OMP_NUM_THREADS`` for BLAS).
 
-``--cover`` runs fewer variants: together with the plain ``torch`` and ``tensorflow`` environments, which run every
-test with the setting the processor picks by itself (avx512 where it has it, else avx2; oneDNN on) on all its cores
-(2 on CI), every value of every dimension at least once. That setting is not run again; the others get 1 thread next
-to it, alternating from there: PyTorch default/1 thread (default/2 and avx2/1 with AVX-512); TensorFlow oneDNN off/1.
+``--cover`` runs fewer variants: every value of every dimension at least once, not every pair. The setting the
+processor picks by itself (avx512 where it has it, else avx2; oneDNN on) gets 1 thread, since the plain ``torch`` and
+``tensorflow`` environments already ran it on all cores, and the thread counts alternate from there: PyTorch
+default/1 thread, avx2/2, avx512/1 (default/2, avx2/1 without AVX-512); TensorFlow oneDNN off/2 threads, on/1.
 
 Usage::
 
@@ -68,10 +68,8 @@ def variants(framework: str, cover: bool, flags: set[str]) -> tuple[list[dict], 
         settings = [{"TF_ENABLE_ONEDNN_OPTS": v} for v in ("0", "1")]
     if cover:
         # The last setting is what the processor picks by itself, with which the torch and tensorflow envs already
-        # ran every test on all cores: it is not run again (unless it is the only one, then with 1 thread), and the
-        # thread counts alternate from 1 next to it.
-        kept = settings[:-1] or settings
-        pairs = [(setting, THREADS[(len(kept) - 1 - i) % len(THREADS)]) for i, setting in enumerate(kept)]
+        # ran every test on all cores: it gets 1 thread here, and the thread counts alternate from it.
+        pairs = [(setting, THREADS[(len(settings) - 1 - i) % len(THREADS)]) for i, setting in enumerate(settings)]
     else:
         pairs = [(setting, threads) for setting in settings for threads in THREADS]
     out = []
