@@ -1,6 +1,7 @@
 """
 Test harness: ``--framework {pytorch,tensorflow}`` (default: whichever is installed, PyTorch first, without importing
-the other), framework markers, a ``gpu`` marker, and session fixtures with small trained digits classifiers.
+the other), framework markers, a ``gpu`` marker, the ``outcome`` fixture of the ``kernels`` tests, and session fixtures
+with small trained digits classifiers.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def pytest_collection_modifyitems(config, items):
 def framework(request) -> str:
     """``"pytorch"`` or ``"tensorflow"``: the backend this run tests."""
     return request.config._art_ext_framework
+
+
+@pytest.fixture
+def outcome(request, framework):
+    """
+    ``outcome.check(label, value, op, threshold)``: asserts an outcome of training with its margin in the message and,
+    where ``ART_EXT_OUTCOMES`` names a file, records it there for ``.ci/kernel_variants.py`` (tests/_outcomes.py).
+    """
+    from _outcomes import Outcome
+
+    return Outcome(request.node.nodeid, framework)
 
 
 @pytest.fixture(scope="session")

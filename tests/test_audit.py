@@ -69,7 +69,7 @@ def _check_outputs(out, budget_minutes=BUDGET_MINUTES, certifiable=None):
 
 @pytest.mark.only_with_framework("pytorch")
 @pytest.mark.kernels
-def test_audit_torchscript_model(digits_cnn_classifier, digits_npz, tmp_path):
+def test_audit_torchscript_model(digits_cnn_classifier, digits_npz, tmp_path, outcome):
     import torch
 
     model_path = tmp_path / "cnn.pt"
@@ -81,13 +81,14 @@ def test_audit_torchscript_model(digits_cnn_classifier, digits_npz, tmp_path):
     results = _check_outputs(out, certifiable=True)
     # The audit does not refuse TorchScript: the certifier reads the scripted graph.
     cert = results["sections"]["certification"]["results"]
-    assert cert["lipschitz_bound"] > 0 and cert["certified_accuracy"][0] >= 0.9
-    assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
+    assert cert["lipschitz_bound"] > 0
+    outcome.check("certified accuracy at radius 0", cert["certified_accuracy"][0], ">=", 0.9)
+    outcome.check("clean accuracy", results["sections"]["clean"]["results"]["accuracy"], ">=", 0.9)
 
 
 @pytest.mark.only_with_framework("pytorch")
 @pytest.mark.kernels
-def test_audit_factory_and_state_dict(digits_cnn_classifier, digits_npz, tmp_path, monkeypatch):
+def test_audit_factory_and_state_dict(digits_cnn_classifier, digits_npz, tmp_path, monkeypatch, outcome):
     import torch
 
     (tmp_path / "audit_test_models.py").write_text(
@@ -102,20 +103,21 @@ def test_audit_factory_and_state_dict(digits_cnn_classifier, digits_npz, tmp_pat
     assert main(argv + ["--out", str(out)] + FAST) == 0
     results = _check_outputs(out, certifiable=True)
     cert = results["sections"]["certification"]["results"]
-    assert cert["lipschitz_bound"] > 0 and cert["certified_accuracy"][0] >= 0.9
+    assert cert["lipschitz_bound"] > 0
+    outcome.check("certified accuracy at radius 0", cert["certified_accuracy"][0], ">=", 0.9)
     # The weights were loaded: the clean accuracy is the trained model's, not a fresh one's.
-    assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
+    outcome.check("clean accuracy", results["sections"]["clean"]["results"]["accuracy"], ">=", 0.9)
 
 
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.kernels
-def test_audit_keras_file(digits_cnn_classifier, digits_npz, tmp_path):
+def test_audit_keras_file(digits_cnn_classifier, digits_npz, tmp_path, outcome):
     model_path = tmp_path / "cnn.keras"
     digits_cnn_classifier.model.save(str(model_path))
     out = tmp_path / "report"
     assert main(["audit", str(model_path), "--data", digits_npz, "--out", str(out)] + FAST) == 0
     results = _check_outputs(out, certifiable=True)
-    assert results["sections"]["clean"]["results"]["accuracy"] >= 0.9
+    outcome.check("clean accuracy", results["sections"]["clean"]["results"]["accuracy"], ">=", 0.9)
 
 
 @pytest.mark.only_with_framework("tensorflow")
@@ -172,7 +174,7 @@ def test_distilled_model_flags_masking_and_normal_does_not(framework, digits, tm
 
 
 @pytest.mark.kernels
-def test_lmt_model_has_a_non_trivial_certified_curve(framework, digits):
+def test_lmt_model_has_a_non_trivial_certified_curve(framework, digits, outcome):
     from art_ext.defences.trainer import LipschitzMarginTrainer
 
     (x_train, y_train), (x_test, y_test), _, _ = digits
@@ -183,8 +185,8 @@ def test_lmt_model_has_a_non_trivial_certified_curve(framework, digits):
     cert = report.section("certification").results
     assert cert["certifiable"] is True and cert["radii"] == [0.0, 0.05, 0.1, 0.2, 0.3]
     curve = cert["certified_accuracy"]
-    assert curve[0] >= 0.8, curve
-    assert curve[2] >= 0.3, curve  # non-trivial at r = 0.1
+    outcome.check("certified accuracy at radius 0", curve[0], ">=", 0.8)
+    outcome.check("certified accuracy at l2 radius 0.1", curve[2], ">=", 0.3)  # non-trivial
     assert all(a >= b for a, b in zip(curve, curve[1:])), curve
 
 
@@ -319,7 +321,7 @@ def test_audit_data_image_folder_and_sample_split(digits, tmp_path):
 
 
 @pytest.mark.kernels
-def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, digits):
+def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, digits, outcome):
     _, (x_test, y_test), _, _ = digits
     report = audit(
         digits_mlp_classifier,
@@ -335,7 +337,9 @@ def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, dig
     curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
     assert set(curves) == {"fgsm", "autoattack", "worst_case"}
     auto = curves["autoattack"]
-    assert auto[0] >= 0.8 and auto[-1] <= 0.1 and auto[-1] <= curves["fgsm"][-1], curves
+    outcome.check("AutoAttack curve, accuracy at eps 0.05", auto[0], ">=", 0.8)
+    outcome.check("AutoAttack curve, accuracy at eps 0.3", auto[-1], "<=", 0.1)
+    outcome.check("AutoAttack accuracy at eps 0.3, vs FGSM's", auto[-1], "<=", curves["fgsm"][-1])
 
 
 def test_a_section_that_raises_is_a_bug_reported_in_one_line_and_fails_the_command(

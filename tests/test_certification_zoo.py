@@ -411,7 +411,7 @@ def ordinary_models(framework):
 
 
 @pytest.mark.kernels
-def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
+def test_models_people_write_are_certified_and_lmt_trained(framework, digits, outcome):
     (x_train, y_train), (x_test, y_test), _, _ = digits
     standard = ordinary_models(framework)
     for name, model in ordinary_models(framework).items():
@@ -423,7 +423,7 @@ def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
         twin = make_classifier(standard[name], input_shape=SHAPE[framework], learning_rate=3e-3)
         twin.fit(x_train, y_train, nb_epochs=6, batch_size=128, verbose=False)
         accuracy = float(np.mean(clf.predict(x_test).argmax(1) == y_test))
-        assert accuracy >= 0.6, (name, accuracy)
+        outcome.check(f"{name}: LMT-trained accuracy", accuracy, ">=", 0.6)
         cert = assert_sound(clf, x_test[:24], min_certified=12)
         if name == "residual":
             assert any(n.kind == "add" for n in cert.records)
@@ -431,13 +431,15 @@ def test_models_people_write_are_certified_and_lmt_trained(framework, digits):
         twin_cert = LipschitzCertifier(twin)
         radius, twin_radius = cert.certify(x_test)[1], twin_cert.certify(x_test)[1]
         print(f"{name}: accuracy {accuracy:.3f}, L {cert.lipschitz_bound():.3g} vs {twin_cert.lipschitz_bound():.3g}")
-        assert cert.lipschitz_bound() < twin_cert.lipschitz_bound() / 2, name
-        assert np.median(radius) > 2 * np.median(twin_radius), name
+        outcome.check(
+            f"{name}: Lipschitz bound, LMT / normal", cert.lipschitz_bound() / twin_cert.lipschitz_bound(), "<", 0.5
+        )
+        outcome.check(f"{name}: median radius, LMT / normal", np.median(radius) / np.median(twin_radius), ">", 2)
 
 
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.kernels
-def test_keras_classifier_is_certified_and_lmt_trained(digits):
+def test_keras_classifier_is_certified_and_lmt_trained(digits, outcome):
     """ART's KerasClassifier (Keras 3) is accepted by the certifier and the trainer."""
     import keras
     from art.estimators.classification import KerasClassifier
@@ -449,7 +451,7 @@ def test_keras_classifier_is_certified_and_lmt_trained(digits):
     LipschitzMarginTrainer(clf, c=0.1, warmup_epochs=1, learning_rate=3e-3, random_state=0, verbose=False).fit(
         x_train, y_train, nb_epochs=8, batch_size=128
     )
-    assert float(np.mean(clf.predict(x_test).argmax(1) == y_test)) >= 0.6
+    outcome.check("LMT-trained accuracy", float(np.mean(clf.predict(x_test).argmax(1) == y_test)), ">=", 0.6)
     radius = LipschitzCertifier(clf).certify(x_test[:16])[1]
     # the same model without ART's identity standardisation, for the attack (which runs the model directly)
     twin = KerasClassifier(model, clip_values=(0.0, 1.0), use_logits=True, preprocessing=None)

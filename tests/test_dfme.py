@@ -23,10 +23,12 @@ def _accuracy(clf, x, y):
 
 
 @pytest.mark.kernels
-def test_student_reaches_victim_accuracy_from_probabilities(framework, digits, digits_cnn_classifier_probabilities):
+def test_student_reaches_victim_accuracy_from_probabilities(
+    framework, digits, digits_cnn_classifier_probabilities, outcome
+):
     victim = digits_cnn_classifier_probabilities
     victim_acc = _accuracy(victim, digits[1][0], digits[1][1])
-    assert victim_acc >= 0.95
+    outcome.check("victim accuracy", victim_acc, ">=", 0.95)
     (x_train, y_train), (x_test, y_test), _, _ = digits
     budget = 100_000
     attack = DataFreeModelExtraction(
@@ -41,7 +43,7 @@ def test_student_reaches_victim_accuracy_from_probabilities(framework, digits, d
     # Measured, student (victim): PyTorch 0.947 (0.975) with ATEN_CPU_CAPABILITY=default and 1 thread, 0.936 (0.978)
     # with avx2 and 2 threads; TensorFlow 0.961 (0.986) with oneDNN off and 2 threads, 0.967 with it on and 1 thread.
     # Smallest margin over 0.9 x victim: 0.056 (PyTorch, avx2, 2 threads).
-    assert student_acc >= 0.90 * victim_acc, (student_acc, victim_acc)
+    outcome.check("student accuracy, vs 0.9 x victim's", student_acc, ">=", 0.90 * victim_acc)
     assert attack.history and attack.history[-1]["queries"] == attack.queries_used
     assert any("val_accuracy" in r for r in attack.history)
 
@@ -156,7 +158,7 @@ def test_postprocessor_defended_victims_work(framework, digits, digits_cnn_class
 
 
 @pytest.mark.kernels
-def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_classifier):
+def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_classifier, outcome):
     (x_train, _), (x_test, y_test), _, _ = digits
     counter = _CountingVictim(digits_cnn_classifier, interrupt_at=12)
     attack = DataFreeModelExtraction(
@@ -174,7 +176,7 @@ def test_logit_victim_hybrid_mode_and_interrupt(framework, digits, digits_cnn_cl
     warm = attack.history[0]
     assert warm["warm_start"] and warm["queries"] == 400
     # 400 victim-labelled digits already give a useful student; the interrupt returns it rather than raising.
-    assert _accuracy(student, x_test, y_test) >= 0.6
+    outcome.check("student accuracy at the interrupt", _accuracy(student, x_test, y_test), ">=", 0.6)
 
 
 def test_checkpoint_and_resume(framework, digits_cnn_classifier_probabilities, tmp_path):
@@ -258,7 +260,9 @@ def test_scikit_learn_victim_with_flat_inputs(framework, digits):
 
 
 @pytest.mark.kernels
-def test_a_student_stuck_on_one_class_is_reported(framework, digits, digits_cnn_classifier_probabilities, caplog):
+def test_a_student_stuck_on_one_class_is_reported(
+    framework, digits, digits_cnn_classifier_probabilities, caplog, outcome
+):
     """A student whose weights are all zero gives one class for every input and gets no gradient below its last layer:
     the run warns (once) instead of ending silently at chance; a spread-out or agreeing history does not trigger it."""
     import logging
@@ -278,7 +282,7 @@ def test_a_student_stuck_on_one_class_is_reported(framework, digits, digits_cnn_
     stuck = [r for r in attack.history if r.get("student_stuck")]
     assert stuck and stuck[0]["round"] == 20  # from the 20th round on
     assert sum("one class" in m for m in caplog.messages) == 1
-    assert attack.history[-1]["top2_class_share"] <= 0.9
+    outcome.check("victim's top-2 class share in the last round", attack.history[-1]["top2_class_share"], "<=", 0.9)
 
     healthy = [{"student_top_share": 0.4, "top2_class_share": 0.5}] * 30
     assert not student_stuck(healthy)

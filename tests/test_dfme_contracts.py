@@ -93,7 +93,7 @@ def test_unknown_victim_layout_is_refused_before_any_query():
 
 
 @pytest.mark.kernels
-def test_student_with_softmax_output_is_trained_on_log_probabilities(framework, digits, digits_cnn_classifier):
+def test_student_with_softmax_output_is_trained_on_log_probabilities(framework, digits, digits_cnn_classifier, outcome):
     from art_ext.models import to_probability_classifier
 
     (x_train, y_train), (x_test, y_test), _, _ = digits
@@ -103,7 +103,8 @@ def test_student_with_softmax_output_is_trained_on_log_probabilities(framework, 
         digits_cnn_classifier, _generator(framework), max_queries=20_000, batch_size=64, random_state=0, verbose=False
     )
     attack.extract(thieved_classifier=student)
-    assert _accuracy(student, x_test, y_test) >= 0.3  # chance is 0.1: it learnt through its softmax
+    # chance is 0.1: it learnt through its softmax
+    outcome.check("softmax student accuracy", _accuracy(student, x_test, y_test), ">=", 0.3)
 
 
 def test_softmax_student_identical_to_the_victim_has_zero_loss(framework, digits_cnn_classifier):
@@ -136,7 +137,7 @@ def test_softmax_student_identical_to_the_victim_has_zero_loss(framework, digits
 
 
 @pytest.mark.kernels
-def test_hybrid_mode_is_never_worse_than_its_warm_start(framework, digits, digits_cnn_classifier):
+def test_hybrid_mode_is_never_worse_than_its_warm_start(framework, digits, digits_cnn_classifier, outcome):
     (x_train, _), (x_test, y_test), _, _ = digits
     victim = digits_cnn_classifier
     x = x_train[:400]
@@ -153,8 +154,8 @@ def test_hybrid_mode_is_never_worse_than_its_warm_start(framework, digits, digit
     victim_labels = victim.predict(x_test).argmax(1)
     warm_agreement = float(np.mean(warm_student.predict(x_test).argmax(1) == victim_labels))
     hybrid_agreement = float(np.mean(hybrid_student.predict(x_test).argmax(1) == victim_labels))
-    assert warm_agreement >= 0.6
-    assert hybrid_agreement >= warm_agreement - 0.05, (hybrid_agreement, warm_agreement)
+    outcome.check("warm-start agreement", warm_agreement, ">=", 0.6)
+    outcome.check("hybrid agreement, vs warm start - 0.05", hybrid_agreement, ">=", warm_agreement - 0.05)
 
 
 def _sigmoid_generator(framework, encoding_length=16):

@@ -107,7 +107,7 @@ def _run(world: int, out_dir: str, names: tuple, epochs: int | None = None, time
 @pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
 @pytest.mark.kernels
-def test_two_gloo_processes_match_one(tmp_path):
+def test_two_gloo_processes_match_one(tmp_path, outcome):
     import torch
 
     names = ("vat", "distillation")
@@ -122,8 +122,10 @@ def test_two_gloo_processes_match_one(tmp_path):
         r0, r1, single = ranks[0][name], ranks[1][name], singles[name]
         # The same model and loss history on every rank (DDP-averaged gradients, epoch losses averaged over ranks).
         assert r0 == {**r1, "epoch_seconds": r0["epoch_seconds"]}, name
-        assert len(r0["history"]) == len(single["history"]) and single["accuracy"] >= 0.9, (name, single)
-        assert abs(r0["accuracy"] - single["accuracy"]) <= 0.01 + 1e-9, (name, r0["accuracy"], single["accuracy"])
+        assert len(r0["history"]) == len(single["history"]), (name, single)
+        outcome.check(f"{name}: one-process accuracy", single["accuracy"], ">=", 0.9)
+        difference = abs(r0["accuracy"] - single["accuracy"])
+        outcome.check(f"{name}: |two ranks - one process| accuracy", difference, "<=", 0.01 + 1e-9)
         if name == "distillation":  # no per-rank noise: the same global batches give the same weights
             assert r0["weights"] == pytest.approx(single["weights"], rel=1e-4)
 
@@ -131,7 +133,7 @@ def test_two_gloo_processes_match_one(tmp_path):
 @pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
 @pytest.mark.kernels
-def test_lmt_two_gloo_processes_match_one(tmp_path):
+def test_lmt_two_gloo_processes_match_one(tmp_path, outcome):
     """LMT on a DDP-wrapped model: the same power-iteration estimate and certified bound on every rank, and the
     accuracy (within 1 point) and certified Lipschitz bound (within 1%) of the one-process run."""
     import torch
@@ -144,7 +146,9 @@ def test_lmt_two_gloo_processes_match_one(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert r0 == {**r1, "epoch_seconds": r0["epoch_seconds"]}  # weights, history, estimates and bound equal
-    assert single["accuracy"] >= 0.85 and abs(r0["accuracy"] - single["accuracy"]) <= 0.01 + 1e-9, (r0, single)
+    outcome.check("one-process accuracy", single["accuracy"], ">=", 0.85)
+    outcome.check("|two ranks - one process| accuracy", abs(r0["accuracy"] - single["accuracy"]), "<=", 0.01 + 1e-9)
+    outcome.check("|two ranks / one process - 1| certified bound", abs(r0["bound"] / single["bound"] - 1), "<=", 0.01)
     assert r0["bound"] == pytest.approx(single["bound"], rel=0.01), (r0["bound"], single["bound"])
     assert len(r0["L"]) == EPOCHS["lmt"] and r0["L"][-1] <= r0["bound"] * (1 + 1e-3)
 
@@ -153,7 +157,7 @@ def test_lmt_two_gloo_processes_match_one(tmp_path):
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.parametrize("trainer_name", ["vat", "distillation"])
 @pytest.mark.kernels
-def test_tensorflow_strategy_scope_trains_as_without(trainer_name, monkeypatch):
+def test_tensorflow_strategy_scope_trains_as_without(trainer_name, monkeypatch, outcome):
     import tensorflow as tf
 
     from art_ext.data import load_digits
@@ -187,7 +191,8 @@ def test_tensorflow_strategy_scope_trains_as_without(trainer_name, monkeypatch):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     mirrored = train(strategy)
     assert strategy_steps and all(s is strategy for s in strategy_steps)  # the steps ran in strategy.run
-    assert plain >= 0.6 and abs(mirrored - plain) <= 0.01 + 1e-9, (plain, mirrored)
+    outcome.check("accuracy without a strategy", plain, ">=", 0.6)
+    outcome.check("|in strategy.scope - without| accuracy", abs(mirrored - plain), "<=", 0.01 + 1e-9)
 
 
 _TF_TWO_REPLICAS = r"""
@@ -230,7 +235,7 @@ print("RESULT", json.dumps(out), flush=True)
 @pytest.mark.slow
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.kernels
-def test_tensorflow_two_replicas_split_the_batch():
+def test_tensorflow_two_replicas_split_the_batch(outcome):
     """MirroredStrategy over two logical CPUs (each replica half the batch) trains the one-replica model."""
     import subprocess
 
@@ -242,9 +247,11 @@ def test_tensorflow_two_replicas_split_the_batch():
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT ") :])
-    assert out["accuracy"][0] >= 0.6 and abs(out["accuracy"][0] - out["accuracy"][1]) <= 0.01 + 1e-9, out
+    outcome.check("one-replica accuracy", out["accuracy"][0], ">=", 0.6)
+    difference = abs(out["accuracy"][0] - out["accuracy"][1])
+    outcome.check("|two replicas - one| accuracy", difference, "<=", 0.01 + 1e-9)
     np.testing.assert_allclose(out["history"][0], out["history"][1], rtol=1e-4)
-    assert out["max_weight_difference"] < 1e-3, out
+    outcome.check("largest weight difference, two replicas vs one", out["max_weight_difference"], "<", 1e-3)
 
 
 _TF_WORKER = r"""
@@ -280,7 +287,7 @@ print("RESULT", json.dumps({"accuracy": float(np.mean(clf.predict(x_test).argmax
 @pytest.mark.slow
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.kernels
-def test_two_tensorflow_workers_match_one():
+def test_two_tensorflow_workers_match_one(outcome):
     """MultiWorkerMirroredStrategy with two workers on loopback (each its shard) trains the one-process model."""
     import subprocess
 
@@ -304,7 +311,8 @@ def test_two_tensorflow_workers_match_one():
                 p.kill()
     single, w0, w1 = results
     assert w0 == w1  # the same model and history on both workers
-    assert single["accuracy"] >= 0.6 and abs(w0["accuracy"] - single["accuracy"]) <= 0.01 + 1e-9, (single, w0)
+    outcome.check("one-process accuracy", single["accuracy"], ">=", 0.6)
+    outcome.check("|two workers - one process| accuracy", abs(w0["accuracy"] - single["accuracy"]), "<=", 0.01 + 1e-9)
     assert w0["weights"] == pytest.approx(single["weights"], rel=1e-4)
     np.testing.assert_allclose(w0["history"], single["history"], rtol=1e-4)
 

@@ -73,7 +73,7 @@ def test_random_fgsm_is_reproducible_and_random(digits_mlp_classifier, test_batc
 
 
 @pytest.mark.kernels
-def test_random_fgsm_mask_and_targeted(digits_mlp_classifier, test_batch):
+def test_random_fgsm_mask_and_targeted(digits_mlp_classifier, test_batch, outcome):
     x, y = test_batch
     mask = np.zeros(x.shape[1:], dtype=np.float32)
     mask.reshape(-1)[::2] = 1.0
@@ -82,14 +82,14 @@ def test_random_fgsm_mask_and_targeted(digits_mlp_classifier, test_batch):
     )
     frozen = np.broadcast_to(mask == 0, x.shape)
     np.testing.assert_array_equal(x_adv[frozen], x[frozen])
-    assert np.abs(x_adv - x)[~frozen].max() > 0.1
+    outcome.check("largest change of a free feature", np.abs(x_adv - x)[~frozen].max(), ">", 0.1)
     # Targeted towards (y + 1) mod 10: it reaches the target more often than by chance.
     target = (y + 1) % 10
     attack = RandomFGSM(digits_mlp_classifier, eps=EPS, alpha=0.05, targeted=True, random_state=0, verbose=False)
     hit = np.mean(digits_mlp_classifier.predict(attack.generate(x, target)).argmax(1) == target)
     # Measured 0.68 on PyTorch (default / 1 thread, avx2 / 2 threads), 0.76 on TensorFlow (oneDNN off / 2 threads, on /
     # 1 thread). Smallest margin 0.38.
-    assert hit > 0.3
+    outcome.check("targeted R+FGSM hit rate", hit, ">", 0.3)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def fgsm_trained(framework, digits):
 
 @pytest.mark.slow
 @pytest.mark.kernels
-def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
+def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits, outcome):
     (_, _), (x_test, y_test), _, _ = digits
 
     def error(x_adv):
@@ -125,18 +125,18 @@ def test_random_fgsm_beats_fgsm_on_fgsm_trained_model(fgsm_trained, digits):
     # with 2; TensorFlow 0.022 / 0.295 / 0.961 with oneDNN off and on, 1 and 2 threads. Smallest margins: clean error
     # 0.078 under 0.1, R+FGSM 0.37 over FGSM + 0.3 (both TensorFlow).
     clean = error(x_test)
-    assert clean <= 0.1, f"the FGSM-trained model has clean error {clean:.3f}"
+    outcome.check("FGSM-trained model's clean error", clean, "<=", 0.1)
     fgsm = error(FastGradientMethod(fgsm_trained, eps=MASKING_EPS).generate(x_test))
     attack = RandomFGSM(fgsm_trained, eps=MASKING_EPS, alpha=MASKING_EPS / 2, random_state=0, verbose=False)
     rfgsm = error(attack.generate(x_test))
-    assert rfgsm > fgsm + 0.3, f"R+FGSM error {rfgsm:.3f}, FGSM error {fgsm:.3f}"
+    outcome.check("R+FGSM error, vs FGSM's + 0.3", rfgsm, ">", fgsm + 0.3)
 
 
 # --------------------------------------------------------------------------------------------- least-likely class
 
 
 @pytest.mark.kernels
-def test_least_likely_class_reaches_its_target(digits_mlp_classifier, test_batch):
+def test_least_likely_class_reaches_its_target(digits_mlp_classifier, test_batch, outcome):
     x, _ = test_batch
     attack = LeastLikelyClassMethod(digits_mlp_classifier, eps=EPS, batch_size=100, verbose=False)
     assert attack.effective_max_iter == 81  # min(76.5 + 4, 1.25 * 76.5) rounded up
@@ -149,7 +149,7 @@ def test_least_likely_class_reaches_its_target(digits_mlp_classifier, test_batch
     reached = np.mean(digits_mlp_classifier.predict(x_adv).argmax(1) == target)
     # Measured 0.88 on PyTorch (default / 1 thread, avx2 / 2 threads), 0.89 on TensorFlow (oneDNN off / 2 threads, on /
     # 1 thread). Smallest margin 0.18.
-    assert reached >= 0.7, f"only {reached:.2f} reached the least-likely class"
+    outcome.check("share reaching the least-likely class", reached, ">=", 0.7)
     # A frozen half of the features stays untouched.
     mask = np.zeros(x.shape[1:], dtype=bool)
     mask.reshape(-1)[: mask.size // 2] = True

@@ -148,7 +148,7 @@ def test_set_params_round_trip(server):
 
 
 @pytest.mark.kernels
-def test_dfme_against_the_endpoint_matches_the_in_process_victim(framework, server, single_thread):
+def test_dfme_against_the_endpoint_matches_the_in_process_victim(framework, server, single_thread, outcome):
     """Same seeds, same budget: requests in flight change nothing, the student is the same to the last bit."""
     from art.estimators.classification import BlackBoxClassifier
 
@@ -178,6 +178,10 @@ def test_dfme_against_the_endpoint_matches_the_in_process_victim(framework, serv
     attack, remote_weights = steal(remote)
     assert attack.queries_used == local.queries_used == remote.queries_answered == server.answered == 16 * 4 * 3
     assert remote.requests_sent == server.answered // 16  # one request per batch of 16, two in flight per step
+    difference = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(local_weights, remote_weights)
+    )
+    outcome.check("largest student weight difference, endpoint vs in process", difference, "<=", 0.0)
     for a, b in zip(local_weights, remote_weights):
         np.testing.assert_array_equal(a, b)
 

@@ -160,7 +160,9 @@ def test_serve_command_rejects_a_bad_model(tmp_path, capsys):
 
 
 @pytest.mark.kernels
-def test_dfme_against_the_served_model_matches_the_in_process_victim(framework, digits_cnn_classifier_probabilities):
+def test_dfme_against_the_served_model_matches_the_in_process_victim(
+    framework, digits_cnn_classifier_probabilities, outcome
+):
     """
     DFME against the reference server on loopback, 4 requests in flight, reaches the same student as against the
     victim in process (same seeds, same budget), and the server answered exactly the budget.
@@ -210,6 +212,9 @@ def test_dfme_against_the_served_model_matches_the_in_process_victim(framework, 
         srv.shutdown()
         srv.server_close()
     assert attack.queries_used == local.queries_used == remote.queries_answered == answered <= budget
+    # allclose(rtol=1e-4, atol=1e-5) as one number: the largest |a - b| / (1e-5 + 1e-4 |b|), at most 1.
+    worst = max(float(np.max(np.abs(a - b) / (1e-5 + 1e-4 * np.abs(b)))) for a, b in zip(local_weights, remote_weights))
+    outcome.check("largest student weight difference served vs in process, in allclose tolerances", worst, "<=", 1.0)
     for a, b in zip(local_weights, remote_weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 

@@ -40,7 +40,7 @@ def _robustness(clf, corpus, eps, xi):
 
 
 @pytest.mark.kernels
-def test_text_at_and_vat_improve_the_robustness_they_target(framework, corpus):
+def test_text_at_and_vat_improve_the_robustness_they_target(framework, corpus, outcome):
     # An eps at the toy corpus's scale (16-d embeddings): the text default (0.5) is set for rt-polarity's models.
     base, trainer = _train(framework, corpus, alpha=0.0, eps=3.0)
     eps, xi = trainer.eps_, trainer.xi_
@@ -49,11 +49,13 @@ def test_text_at_and_vat_improve_the_robustness_they_target(framework, corpus):
     acc_b, acc_at_b, lds_b = _robustness(base, corpus, eps, xi)
     acc_a, acc_at_a, lds_a = _robustness(at, corpus, eps, xi)
     acc_v, acc_at_v, lds_v = _robustness(vat, corpus, eps, xi)
-    assert min(acc_b, acc_a, acc_v) > 0.85, (acc_b, acc_a, acc_v)
+    outcome.check("clean accuracy, base", acc_b, ">", 0.85)
+    outcome.check("clean accuracy, AT", acc_a, ">", 0.85)
+    outcome.check("clean accuracy, VAT", acc_v, ">", 0.85)
     # AT: accuracy under the embedding-space adversarial perturbation r = eps g / ||g||.
-    assert acc_at_a >= acc_at_b + 0.15, (acc_at_b, acc_at_a)
+    outcome.check("AT accuracy under perturbation, vs base + 0.15", acc_at_a, ">=", acc_at_b + 0.15)
     # VAT: the local distributional smoothness it minimises.
-    assert lds_v < 0.5 * lds_b, (lds_b, lds_v)
+    outcome.check("LDS, VAT / base", lds_v / lds_b, "<", 0.5)
 
 
 def test_text_semi_supervised_vat_and_lstm_run(framework, corpus):

@@ -20,7 +20,9 @@ from art_ext.defences.trainer import DefensiveDistillationTrainer, VirtualAdvers
 
 @pytest.mark.parametrize("targeted", [False, True])
 @pytest.mark.kernels
-def test_least_likely_class_inside_autoattack(trained_framework_classifier, tabular_digits, targeted, monkeypatch):
+def test_least_likely_class_inside_autoattack(
+    trained_framework_classifier, tabular_digits, targeted, monkeypatch, outcome
+):
     if importlib.util.find_spec("multiprocess") is None:
         # ART's AutoAttack imports it for its parallel mode only (not used here).
         monkeypatch.setitem(sys.modules, "multiprocess", types.ModuleType("multiprocess"))
@@ -30,7 +32,9 @@ def test_least_likely_class_inside_autoattack(trained_framework_classifier, tabu
     auto = AutoAttack(clf, norm=np.inf, eps=0.2, eps_step=0.02, attacks=[llc], targeted=targeted, batch_size=40)
     x_adv = auto.generate(x, y=np.eye(NB_CLASSES)[y])
     assert np.max(np.abs(x_adv - x)) <= 0.2 + 1e-5
-    assert accuracy(clf, x_adv, y) <= accuracy(clf, x, y) - 0.3
+    outcome.check(
+        "accuracy under AutoAttack(LLC), vs clean - 0.3", accuracy(clf, x_adv, y), "<=", accuracy(clf, x, y) - 0.3
+    )
 
 
 def test_least_likely_class_per_feature_eps(trained_framework_classifier, tabular_digits):
@@ -45,7 +49,7 @@ def test_least_likely_class_per_feature_eps(trained_framework_classifier, tabula
 
 @pytest.mark.parametrize("attack_name", ["rfgsm", "vap"])
 @pytest.mark.kernels
-def test_inside_adversarial_trainer(framework, tabular_digits, attack_name):
+def test_inside_adversarial_trainer(framework, tabular_digits, attack_name, outcome):
     (x_train, y_train), (x_test, y_test) = tabular_digits
     clf = framework_classifier(framework, seed=11)
     if attack_name == "rfgsm":
@@ -53,7 +57,7 @@ def test_inside_adversarial_trainer(framework, tabular_digits, attack_name):
     else:
         attack = VirtualAdversarialPerturbation(clf, max_iter=1, eps=0.3, batch_size=128, verbose=False)
     AdversarialTrainer(clf, attack, ratio=0.5).fit(x_train, np.eye(NB_CLASSES)[y_train], nb_epochs=15, batch_size=64)
-    assert accuracy(clf, x_test, y_test) >= 0.85
+    outcome.check("adversarially trained accuracy", accuracy(clf, x_test, y_test), ">=", 0.85)
 
 
 def test_random_fgsm_stays_within_eps_and_refuses_out_of_range_x(trained_framework_classifier, tabular_digits):
@@ -70,12 +74,12 @@ def _generator(tabular_digits, n=512, batch_size=64):
 
 
 @pytest.mark.kernels
-def test_trainers_fit_generator(framework, tabular_digits):
+def test_trainers_fit_generator(framework, tabular_digits, outcome):
     _, (x_test, y_test) = tabular_digits
     clf = framework_classifier(framework, seed=12)
     vat = VirtualAdversarialTrainer(clf, eps=0.5, xi=0.5, random_state=0, verbose=False)
     vat.fit_generator(_generator(tabular_digits), nb_epochs=10, validation_data=(x_test, y_test))
-    assert accuracy(clf, x_test, y_test) >= 0.8
+    outcome.check("VAT fit_generator accuracy", accuracy(clf, x_test, y_test), ">=", 0.8)
     assert len(vat.validation_history) == 10 and vat.validation_history[-1] == pytest.approx(
         accuracy(clf, x_test, y_test)
     )
@@ -83,7 +87,7 @@ def test_trainers_fit_generator(framework, tabular_digits):
     ddt = DefensiveDistillationTrainer(student, temperature=5.0, random_state=0, verbose=False)
     ddt.fit_generator(_generator(tabular_digits), nb_epochs=10, validation_data=(x_test, y_test))
     assert len(ddt.history["teacher"]) == 10 and len(ddt.history["validation"]) == 10
-    assert accuracy(student, x_test, y_test) >= 0.8
+    outcome.check("distillation fit_generator accuracy", accuracy(student, x_test, y_test), ">=", 0.8)
 
 
 def test_validation_data_is_checked(framework, tabular_digits):

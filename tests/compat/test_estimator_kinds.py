@@ -61,20 +61,20 @@ def test_keras_classifier_is_tensorflow():
 
 @pytest.mark.parametrize("kind", ["framework", "keras"])
 @pytest.mark.kernels
-def test_vat_trainer_on_each_kind(framework, kind, tabular_digits):
+def test_vat_trainer_on_each_kind(framework, kind, tabular_digits, outcome):
     if kind == "keras" and framework != "tensorflow":
         pytest.skip("KerasClassifier runs on TensorFlow")
     (x_train, y_train), (x_test, y_test) = tabular_digits
     clf = make_estimator(kind, framework, seed=1)
     trainer = VirtualAdversarialTrainer(clf, eps=0.5, xi=0.5, random_state=0, verbose=False)
     trainer.fit(x_train, y_train, nb_epochs=8, batch_size=64)
-    assert accuracy(clf, x_test, y_test) >= 0.85
-    assert trainer.history[-1] < trainer.history[0]
+    outcome.check("VAT-trained accuracy", accuracy(clf, x_test, y_test), ">=", 0.85)
+    outcome.check("last epoch's loss, vs the first's", trainer.history[-1], "<", trainer.history[0])
 
 
 @pytest.mark.parametrize("kind", ["framework", "keras"])
 @pytest.mark.kernels
-def test_distillation_trainer_without_teacher_on_each_kind(framework, kind, tabular_digits):
+def test_distillation_trainer_without_teacher_on_each_kind(framework, kind, tabular_digits, outcome):
     if kind == "keras" and framework != "tensorflow":
         pytest.skip("KerasClassifier runs on TensorFlow")
     (x_train, y_train), (x_test, y_test) = tabular_digits
@@ -82,13 +82,15 @@ def test_distillation_trainer_without_teacher_on_each_kind(framework, kind, tabu
     trainer = DefensiveDistillationTrainer(clf, temperature=10.0, random_state=0, verbose=False)
     trainer.fit(x_train, y_train, nb_epochs=10, batch_size=64)
     assert trainer.teacher is not clf and type(trainer.teacher) is type(clf)
-    assert accuracy(trainer.teacher, x_test, y_test) >= 0.85
-    assert accuracy(clf, x_test, y_test) >= 0.85
+    outcome.check("teacher accuracy", accuracy(trainer.teacher, x_test, y_test), ">=", 0.85)
+    outcome.check("student accuracy", accuracy(clf, x_test, y_test), ">=", 0.85)
 
 
 @pytest.mark.parametrize("student_kind", ["framework", "keras"])
 @pytest.mark.kernels
-def test_transformer_from_blackbox_teacher_into_each_kind(framework, student_kind, blackbox_classifier, tabular_digits):
+def test_transformer_from_blackbox_teacher_into_each_kind(
+    framework, student_kind, blackbox_classifier, tabular_digits, outcome
+):
     """ART's call ``transformer(x, transformed_classifier)`` with a query-only teacher, at ART's T = 1."""
     if student_kind == "keras" and framework != "tensorflow":
         pytest.skip("KerasClassifier runs on TensorFlow")
@@ -98,7 +100,7 @@ def test_transformer_from_blackbox_teacher_into_each_kind(framework, student_kin
     out = transformer(x_train, student)
     assert out is student
     agreement = np.mean(student.predict(x_test).argmax(1) == blackbox_classifier.predict(x_test).argmax(1))
-    assert agreement >= 0.85
+    outcome.check("student/teacher agreement", agreement, ">=", 0.85)
 
 
 def test_transformer_refuses_a_query_only_student(blackbox_classifier, tabular_digits):
@@ -126,7 +128,7 @@ def test_teacher_factory_is_used(framework, tabular_digits):
 
 @pytest.mark.only_with_framework("tensorflow")
 @pytest.mark.kernels
-def test_uncloneable_keras_model_gets_advice_then_factory_works(tabular_digits):
+def test_uncloneable_keras_model_gets_advice_then_factory_works(tabular_digits, outcome):
     import keras
     import tensorflow as tf
     from art.estimators.classification import TensorFlowV2Classifier
@@ -152,4 +154,4 @@ def test_uncloneable_keras_model_gets_advice_then_factory_works(tabular_digits):
     DefensiveDistillationTrainer(student, temperature=2.0, teacher_factory=build, verbose=False).fit(
         x_train, y_train, nb_epochs=10, batch_size=64
     )
-    assert accuracy(student, x_test, y_test) >= 0.85
+    outcome.check("student accuracy", accuracy(student, x_test, y_test), ">=", 0.85)

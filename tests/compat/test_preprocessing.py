@@ -82,7 +82,7 @@ def test_fit_time_defence_applied_to_each_batch_as_art_fit(framework, tabular_di
 
 
 @pytest.mark.kernels
-def test_trainers_accept_defended_classifiers(kind, framework, tabular_digits):
+def test_trainers_accept_defended_classifiers(kind, framework, tabular_digits, outcome):
     (x_train, y_train), (x_test, y_test) = tabular_digits
     # ART supports one numpy defence per framework classifier; GaussianAugmentation only applies at fit time.
     defences = [GaussianAugmentation(sigma=0.02, augmentation=True, apply_fit=True)]
@@ -90,15 +90,15 @@ def test_trainers_accept_defended_classifiers(kind, framework, tabular_digits):
     VirtualAdversarialTrainer(clf, eps=0.5, xi=0.5, random_state=0, verbose=False).fit(
         x_train, y_train, nb_epochs=6, batch_size=64
     )
-    assert accuracy(clf, x_test, y_test) >= 0.8
+    outcome.check("VAT-trained accuracy", accuracy(clf, x_test, y_test), ">=", 0.8)
     student = make_estimator(kind, framework, seed=8, preprocessing_defences=defences)
     DefensiveDistillationTrainer(student, temperature=5.0, teacher=clf, verbose=False).fit(
         x_train, y_train, nb_epochs=6, batch_size=64
     )
-    assert accuracy(student, x_test, y_test) >= 0.8
+    outcome.check("distilled student accuracy", accuracy(student, x_test, y_test), ">=", 0.8)
     student2 = make_estimator(kind, framework, seed=9, preprocessing_defences=defences)
     DefensiveDistillation(clf, batch_size=64, nb_epochs=6)(x_train, student2)
-    assert accuracy(student2, x_test, y_test) >= 0.8
+    outcome.check("transformer student accuracy", accuracy(student2, x_test, y_test), ">=", 0.8)
 
 
 def test_vap_through_non_differentiable_defence_uses_bpda(kind, framework, tabular_digits):
