@@ -277,6 +277,8 @@ def test_black_box_classifier_is_audited_with_square_only(digits_mlp_classifier,
         norms=["inf"],
         eps=(0.1, 0.3),
         section_options={"robustness": {"n": 40, "square_iter": 30}},
+        extraction_queries=448,
+        defences=["none"],
         verbose=False,
     )
     status = {s.key: s.status for s in report.sections}
@@ -284,13 +286,16 @@ def test_black_box_classifier_is_audited_with_square_only(digits_mlp_classifier,
         "clean": "done",
         "robustness": "done",
         "masking": "skipped",
-        "certification": "done",
-        "extraction": "skipped",
+        "certification": "skipped",
+        "extraction": "done",
     }
     curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
     assert set(curves) == {"square", "worst_case"} and curves["square"][-1] < curves["square"][0]
-    assert report.section("certification").results["certifiable"] is False
-    assert "black box" in report.section("masking").reason
+    # Audited through its answers: every section says what it sent, and what needs the weights says why it cannot.
+    assert report.queries["budget"] is None and report.queries["sent"] > sum(s.queries for s in report.sections)
+    assert report.section("certification").queries == 0 and report.section("clean").queries == 40
+    assert report.section("extraction").results["victims"]["none"]["queries_used"] <= 448
+    assert "black box" in report.section("masking").reason and "black box" in report.section("certification").reason
 
 
 def test_audit_data_image_folder_and_sample_split(digits, tmp_path):

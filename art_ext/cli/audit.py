@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from art_ext.cli.audit_endpoint import add_endpoint_arguments, check_endpoint_arguments, is_url, load_endpoint
 from art_ext.evaluations.audit import SECTIONS
 
 MODEL_HELP = (
@@ -15,8 +16,8 @@ MODEL_HELP = (
 )
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Options describing MODEL, shared by ``audit`` and ``serve``."""
+def add_model_arguments(p: argparse.ArgumentParser, framework_help: str = "") -> None:
+    """Options describing MODEL, shared by ``audit`` and ``serve`` (`framework_help` ends ``--framework``'s help)."""
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory MODEL")
     p.add_argument(
@@ -24,7 +25,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         dest="expected_framework",
         choices=["pytorch", "tensorflow"],
         default=None,
-        help="refuse a MODEL of the other framework (default: whatever MODEL is)",
+        help="refuse a MODEL of the other framework (default: whatever MODEL is)" + framework_help,
     )
     p.add_argument(
         "--layout",
@@ -69,12 +70,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="audit your own model on your data: accuracy, robustness, masking, certification, extraction",
-        description="Audit a saved model on labelled data and write report.md, report.html and results.json.",
+        description="Audit a saved model, or a deployed one at a URL (through its answers only, within --max-queries), "
+        "on labelled data and write report.md, report.html and results.json.",
         epilog="Exit status: 0 when every section ran or was skipped with its reason, 1 when a section failed (an "
         "internal error of the audit; the report holds the others), 2 on bad input (nothing is written). A CI job "
         "can gate on it.",
     )
-    add_model_arguments(p)
+    add_model_arguments(
+        p,
+        "; for a URL MODEL (or --max-queries), the framework of DFME's student (default: PyTorch where installed)",
+    )
     p.add_argument(
         "--data",
         required=True,
@@ -100,6 +105,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extraction-queries", type=int, default=20_000, help="DFME budget per victim (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no estimates or progress bars")
+    add_endpoint_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -203,8 +209,19 @@ def run(args: argparse.Namespace) -> int:
         for option, values in (("--eps", eps), ("--eps-l2", eps_l2)):
             if values is not None and (not values or min(values) <= 0 or sorted(values) != values):
                 raise ValueError(f"{option} must be increasing positive numbers, got {values}.")
+        check_endpoint_arguments(args)
         check_out_dir(args.out)
-        data, loaded = prepare(args, args.sample_size)
+        if is_url(args.model):
+            data, classifier, description = load_endpoint(args, args.sample_size)
+            framework, output = None, args.output
+        else:
+            data, loaded = prepare(args, args.sample_size)
+            classifier, description, framework, output = (
+                loaded.classifier,
+                loaded.describe(),
+                loaded.framework,
+                loaded.output,
+            )
     except (ModelLoadError, AuditDataError, ValueError) as error:
         print(f"art-ext audit: error: {error}", file=sys.stderr)
         return 2
@@ -212,17 +229,17 @@ def run(args: argparse.Namespace) -> int:
     from art_ext.evaluations import audit
     from art_ext.utils.seed import set_seed
 
-    set_seed(args.seed, loaded.framework)
+    set_seed(args.seed, framework or args.expected_framework)
     verbose = not args.quiet
     if verbose:
-        print(f"[art-ext audit] {loaded.describe()}", flush=True)
+        print(f"[art-ext audit] {description}", flush=True)
     header = {
-        "model": loaded.describe(),
+        "model": description,
         "data": f"{args.data} ({len(data.x)} inputs audited, sample shape {tuple(data.x.shape[1:])})",
     }
     try:
         report = audit(
-            loaded.classifier,
+            classifier,
             data.x,
             data.y,
             x_spare=data.x_spare,
@@ -232,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             eps_l2=eps_l2,
             norms=norms,
             budget_minutes=args.budget_minutes,
-            output=loaded.output,
+            output=output,
             robustness_attacks=_split(args.attacks),
             extraction_queries=args.extraction_queries,
             out_dir=args.out,
@@ -242,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             verbose=verbose,
             start_time=start_time,
+            max_queries=args.max_queries,
+            student_framework=args.expected_framework,
         )
     except ValueError as error:
         print(f"art-ext audit: error: {error}", file=sys.stderr)

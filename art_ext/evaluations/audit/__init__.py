@@ -55,6 +55,8 @@ def audit(
     seed: int = 0,
     verbose: bool = True,
     start_time: float | None = None,
+    max_queries: int | None = None,
+    student_framework: str | None = None,
 ) -> AuditReport:
     """
     Audit an ART classifier on labelled data.
@@ -97,6 +99,15 @@ def audit(
     :param verbose: Print time estimates and progress bars.
     :param start_time: ``time.perf_counter()`` value `budget_minutes` counts from (default: now); the command passes
                        the time it started loading the model and data.
+    :param max_queries: Audit through the model's answers only, sending at most this many inputs to ``predict``
+                        (a deployed model's query budget): clean accuracy, the gradient-free robustness curves and
+                        extraction run within it (clean first, then 45% and 55% of the rest), the gradient-masking
+                        analysis and certification are skipped with the reason, and each section records the queries
+                        it sent. Black-box classifiers (e.g. :class:`~art_ext.estimators.classification.RemoteClassifier`)
+                        are always audited this way, counted, with no limit when ``None``.
+    :param student_framework: ``"pytorch"`` or ``"tensorflow"``: the framework of DFME's student and generator
+                              when auditing a black box (default: PyTorch where installed); a PyTorch or TensorFlow
+                              classifier's own framework otherwise.
     :return: The :class:`~art_ext.evaluations.audit.report.AuditReport`.
     """
     start = time.perf_counter() if start_time is None else float(start_time)
@@ -105,7 +116,7 @@ def audit(
         raise ValueError(f"`sections` must be a non-empty subset of {list(SECTIONS)}, got {keys}.")
     ctx = make_context(
         classifier, x, y, x_spare, y_spare, eps, eps_l2, norms, budget_minutes, output, robustness_attacks,
-        extraction_queries, defences, section_options, batch_size, seed, verbose,
+        extraction_queries, defences, section_options, batch_size, seed, verbose, max_queries, student_framework,
     )  # fmt: skip
     deadline = None if budget_minutes is None else start + 60.0 * budget_minutes * BUDGET_SAFETY
     results = run_sections(ctx, [m for m in SECTION_MODULES if m.KEY in keys], deadline)
@@ -118,9 +129,17 @@ def audit(
     header["audited inputs"] = f"{len(ctx.x)} (spare inputs for the transfer surrogate: {ctx.spare_size})"
     header["time budget"] = "none" if budget_minutes is None else f"{budget_minutes:g} minutes"
     header["seed"] = seed
+    if ctx.queries is not None:
+        header["queries"] = (
+            f"{ctx.queries.used:,} sent to the model"
+            + ("" if max_queries is None else f" (budget {max_queries:,})")
+            + f", {ctx.queries.used - sum(s.queries or 0 for s in results):,} of them to detect its outputs and time it"
+        )
     report = AuditReport(title, header, results)
     report.seconds = time.perf_counter() - start
     report.header["total time"] = f"{report.seconds:.0f} s"
+    if ctx.queries is not None:
+        report.queries = {"sent": ctx.queries.used, "budget": max_queries}
     if out_dir is not None:
         report.write(out_dir, formats)
     return report

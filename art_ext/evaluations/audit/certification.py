@@ -10,15 +10,57 @@ import numpy as np
 from art_ext.evaluations.audit.context import SectionSkipped
 
 KEY, TITLE, SHARE = "certification", "Lipschitz certification", 0.05
+QUERY_SHARE = 0.0
 
 
 def plan(ctx, allotted):
+    if ctx.queries is not None:
+        raise SectionSkipped(
+            "a certificate bounds the model's layers, and the model is audited as a black box (answers only: "
+            f"{ctx.shared.get('black_box_of', 'a black box')}); audit the saved model (`art-ext audit MODEL`) to certify it"
+        )
     if ctx.kind.name == "tokens":
         raise SectionSkipped(
             "token ids are discrete and the certifier bounds the model from its input; certify the classifier over "
             "embeddings (its `classify` part) with LipschitzCertifier to get radii in embedding space"
         )
-    return {"n": len(ctx.x)}, ctx.cost.f(len(ctx.x)) + 1.0, []
+    certifier, reason, check = _certifier(ctx)
+    params = {"n": len(ctx.x), "certifier": certifier, "reason": reason}
+    if reason is not None:
+        return params, 0.0, []
+    return params, ctx.cost.f(len(ctx.x)) + check + ctx.cost.figure(), []
+
+
+def _certifier(ctx):
+    """
+    ``(certifier, reason, seconds)``: the certifier with its bound computed, or the one-line reason there is none,
+    and the seconds of its check of the graph against the model in :meth:`certify` (timed here on one chunk, after a
+    first call that compiles the graph).
+    """
+    import math
+    import time
+
+    from art_ext.estimators.certification import LipschitzCertifier
+    from art_ext.estimators.certification.lipschitz import CHECK_CHUNK
+
+    if ctx.output != "logits":
+        return (
+            None,
+            "the model outputs probabilities; certificates are computed on logits (remove the final softmax)",
+            0,
+        )
+    try:
+        certifier = LipschitzCertifier(ctx.classifier)
+        certifier.lipschitz_bound()
+        probe = ctx.x[:CHECK_CHUNK]
+        certifier.certify(probe, batch_size=ctx.batch_size)
+        start = time.perf_counter()
+        certifier.certify(probe, batch_size=ctx.batch_size)
+        per_chunk = max(0.0, time.perf_counter() - start - ctx.cost.f(len(probe)))
+    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as error:
+        return None, _not_certifiable_reason(ctx, error), 0
+    checked = min(len(ctx.x), max(64, math.ceil(certifier.check_fraction * len(ctx.x))))
+    return certifier, None, per_chunk * math.ceil(checked / CHECK_CHUNK)
 
 
 def _not_certifiable_reason(ctx, error: BaseException) -> str:
@@ -30,26 +72,17 @@ def _not_certifiable_reason(ctx, error: BaseException) -> str:
 def run(ctx, params, section) -> None:
     import matplotlib.pyplot as plt
 
-    from art_ext.estimators.certification import LipschitzCertifier
-
     lmt = (
         "Train with Lipschitz-margin training (`art_ext.defences.trainer.LipschitzMarginTrainer`, `art-ext lmt`) to get "
         "a certifiable model with non-trivial radii."
     )
-    if ctx.output != "logits":
-        reason = "the model outputs probabilities; certificates are computed on logits (remove the final softmax)"
-    else:
-        reason = None
-        try:
-            certifier = LipschitzCertifier(ctx.classifier)
-            bound = certifier.lipschitz_bound()
-        except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as error:
-            reason = _not_certifiable_reason(ctx, error)
+    certifier, reason = params["certifier"], params["reason"]
     if reason is not None:
         section.results.update({"certifiable": False, "reason": reason})
         section.text(f"Not certifiable: {reason}. {lmt}")
         section.finding(0, f"Not certifiable: {reason}; see LMT.")
         return
+    bound = certifier.lipschitz_bound()
     pred, radii = certifier.certify(ctx.x, batch_size=ctx.batch_size)
     correct = pred == ctx.y
     grid = [0.0] + list(ctx.eps.get("2", ()))

@@ -11,10 +11,12 @@ from art_ext.evaluations.audit.context import probabilities
 from art_ext.utils.outputs import predict_in_batches
 
 KEY, TITLE, SHARE = "clean", "Clean accuracy and calibration", 0.03
+#: Audited through queries, the section takes the queries it needs (one per input) before the others share the rest.
+QUERY_SHARE = None
 
 
 def plan(ctx, allotted):
-    return {"n": len(ctx.x)}, ctx.cost.f(len(ctx.x)) + 1.0, []
+    return {"n": len(ctx.x)}, ctx.cost.f(len(ctx.x)) + ctx.cost.figure(), []
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> tuple[float, list]:
@@ -45,6 +47,7 @@ def run(ctx, params, section) -> None:
     brier = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
     per_class = {int(c): float(correct[ctx.y == c].mean()) for c in np.unique(ctx.y)}
     ctx.shared["clean_correct"] = correct
+    ctx.shared["clean_predictions"] = pred  # the model's labels of ctx.x, so later sections need not ask again
     ctx.shared["clean_accuracy"] = accuracy
     section.results.update(
         {

@@ -102,6 +102,10 @@ class AuditContext:
     batch_size: int = 128
     options: dict = field(default_factory=dict)
     shared: dict = field(default_factory=dict)
+    #: Inputs sent to the model, against ``max_queries`` (a ``QueryBudget``; ``None`` for a white-box audit).
+    queries: Any = None
+    #: Framework of the networks the audit trains (DFME's student): the model's, else the one installed.
+    student_framework: str | None = None
 
     @property
     def nb_classes(self) -> int:
@@ -173,6 +177,8 @@ def make_context(
     batch_size: int,
     seed: int,
     verbose: bool,
+    max_queries: int | None = None,
+    student_framework: str | None = None,
 ) -> AuditContext:
     """Check every argument of :func:`~art_ext.evaluations.audit` (``ValueError`` naming it), then time the model."""
     from art.estimators.classification.classifier import ClassifierMixin
@@ -181,8 +187,14 @@ def make_context(
 
     if not isinstance(classifier, ClassifierMixin):
         raise TypeError(f"`classifier` must be an ART classifier, got {type(classifier).__name__}.")
+    if max_queries is not None and (
+        isinstance(max_queries, bool) or not isinstance(max_queries, numbers.Integral) or max_queries <= 0
+    ):
+        raise ValueError(f"`max_queries` must be a positive integer or None, got {max_queries!r}.")
+    if student_framework not in (None, "pytorch", "tensorflow"):
+        raise ValueError(f"`student_framework` must be 'pytorch', 'tensorflow' or None, got {student_framework!r}.")
     try:
-        framework = framework_of(classifier)
+        framework = None if max_queries is not None else framework_of(classifier)
     except TypeError:
         framework = None  # audited as a black box: clean accuracy, gradient-free attacks, the certification line
     kind = input_kind(classifier)
@@ -209,6 +221,22 @@ def make_context(
     if not isinstance(extraction_queries, numbers.Integral) or extraction_queries <= 0:
         raise ValueError(f"`extraction_queries` must be a positive integer, got {extraction_queries!r}.")
     options = _check_options(section_options)
+    queries, shared = None, {}
+    if framework is None:
+        if kind.name == "tokens":
+            raise ValueError("A text classifier is audited in embedding space: give it whole (without `max_queries`).")
+        from art_ext.evaluations.audit.queries import QueryBudget, counted_classifier
+
+        setup = setup_queries(len(x), output, max_queries)
+        if max_queries is not None and max_queries < len(x) + setup:
+            raise ValueError(
+                f"`max_queries` ({max_queries}) must be at least {len(x) + setup}: one query per audited input "
+                f"({len(x)}) for the clean section, and {setup} to detect the outputs and time the model."
+            )
+        url = getattr(classifier, "url", None)
+        shared["black_box_of"] = type(classifier).__name__ + (f" at {url}" if isinstance(url, str) else "")
+        queries = QueryBudget(max_queries)
+        classifier = counted_classifier(classifier, queries, batch_size)
     output = output_kind_of(classifier, x, output, batch_size)
     if kind.name == "tokens":
         if output != "logits":
@@ -236,11 +264,36 @@ def make_context(
         target=target,
         xt=xt,
         target_range=(float(np.min(lo)), float(np.max(hi))),
-        cost=CostModel(target, xt, batch_size),
+        cost=CostModel(target, xt, batch_size, probe=_probe_size(max_queries)),
         robustness_attacks=attacks,
         defences=defences,
         seed=seed,
         verbose=verbose,
         batch_size=batch_size,
         options={**options, "extraction": {"queries": int(extraction_queries)}},
+        queries=queries,
+        shared=shared,
+        student_framework=framework or student_framework or _installed_framework(),
+    )
+
+
+def _probe_size(max_queries: int | None) -> int:
+    """Inputs the cost model times: 128, fewer under a small query budget (each is a query)."""
+    return 128 if max_queries is None else min(128, max(8, max_queries // 200))
+
+
+def setup_queries(n: int, output: str, max_queries: int | None) -> int:
+    """Queries of the audit's set-up on a black box: output detection (``output="auto"``) and the cost model's timing."""
+    from art_ext.utils.outputs import PROBE_SIZE
+
+    probe = min(_probe_size(max_queries), n)
+    return (min(PROBE_SIZE, n) if output == "auto" else 0) + min(2, probe) + 3 + 2 * probe
+
+
+def _installed_framework() -> str | None:
+    """PyTorch where it is installed, else TensorFlow, else ``None`` (the audit then trains no network)."""
+    import importlib.util
+
+    return next(
+        (f for f, m in (("pytorch", "torch"), ("tensorflow", "tensorflow")) if importlib.util.find_spec(m)), None
     )

@@ -16,6 +16,8 @@ from art_ext.evaluations.audit.models import build_student
 from art_ext.utils.outputs import predict_in_batches
 
 KEY, TITLE, SHARE = "extraction", "Extraction risk (data-free model extraction)", 0.35
+#: Share of the queries left (audits through queries only), beside the robustness curves'.
+QUERY_SHARE = 0.55
 
 #: Output defences of the extraction section: key -> (label, factory of ART's postprocessor).
 DEFENCES = {
@@ -32,7 +34,7 @@ def _reference_generator(ctx) -> str | None:
     and DFME builds its generator for the input shape (``generator="auto"``).
     """
     kind = ctx.kind
-    if not kind.square_image or kind.channels_first != (ctx.framework == "pytorch"):
+    if not kind.square_image or kind.channels_first != (ctx.student_framework == "pytorch"):
         return None
     return {8: "generator_8x8", 28: "generator_28x28", 32: "generator_32x32"}.get(kind.spatial[0])
 
@@ -65,7 +67,7 @@ def _attack(ctx, victim, budget: int, seed: int, batch_size: int):
 
     name = _reference_generator(ctx)
     if name is not None:
-        generator = make_generator(build_generator(name, ctx.framework, channels=ctx.kind.channels, seed=seed))
+        generator = make_generator(build_generator(name, ctx.student_framework, channels=ctx.kind.channels, seed=seed))
     else:
         generator = "auto"
     student = build_student(ctx, seed + 1)
@@ -92,10 +94,8 @@ def _generator_line(ctx, attack) -> str:
 
 
 def plan(ctx, allotted):
-    if ctx.framework is None:
-        raise SectionSkipped(
-            f"DFME trains a PyTorch or TensorFlow student; got {type(ctx.classifier).__name__} (audited as a black box)"
-        )
+    if ctx.student_framework is None:
+        raise SectionSkipped("DFME trains a PyTorch or TensorFlow student: install torch or tensorflow")
     if ctx.kind.name == "tokens":
         raise SectionSkipped(
             "DFME generates continuous inputs and a text classifier takes token ids; extraction of text models is not "
@@ -105,6 +105,7 @@ def plan(ctx, allotted):
     per_round = 7 * 32  # the smallest round: batches of 32
     n_victims = len(ctx.defences)
     params = {"queries": max(per_round, int(queries))}
+    params, query_notes = _fit_queries(ctx, params, n_victims, per_round)
     batch = _batch_size(params["queries"])
     key = f"dfme_round_seconds_{batch}"
     if ctx.shared.get(key) is None:
@@ -117,7 +118,38 @@ def plan(ctx, allotted):
 
     params, seconds, notes = shrink(params, estimate, allotted, [("queries", per_round, "DFME queries per victim")])
     params["batch_size"] = _batch_size(params["queries"])
-    return params, seconds, notes
+    return params, seconds, query_notes + notes
+
+
+def _queries(ctx, queries: int, n_victims: int) -> int:
+    """Queries of the section: DFME's exact budget per victim, the two calibration rounds, the model's labels."""
+    labels = 0 if "clean_predictions" in ctx.shared else len(ctx.x)
+    return n_victims * queries + 2 * 7 * _batch_size(queries) + labels
+
+
+def _fit_queries(ctx, params, n_victims: int, per_round: int) -> tuple[dict, list[str]]:
+    """DFME's budget per victim lowered to the section's share of the query budget (audits through queries)."""
+    share = ctx.shared.get("query_allotment")
+    if ctx.queries is None or share is None:
+        return params, []
+    labels = _queries(ctx, 0, n_victims) - 2 * 7 * _batch_size(0)
+    candidates = [min(params["queries"], (share - labels - 2 * 7 * b) // max(n_victims, 1)) for b in (128, 64, 32)]
+    fits = max((q for q in candidates if q > 0 and _queries(ctx, q, n_victims) <= share), default=0)
+    if fits < per_round:
+        raise SectionSkipped(
+            f"DFME needs at least {_queries(ctx, per_round, n_victims):,} queries here and its share of the query "
+            f"budget is {share:,}; a larger --max-queries (`max_queries`) runs it"
+        )
+    if fits >= params["queries"]:
+        return params, []
+    return dict(params, queries=int(fits)), [f"DFME queries per victim {params['queries']} -> {fits} (query budget)"]
+
+
+def _labels(ctx) -> np.ndarray:
+    """The model's labels of the audited inputs (the clean section's, else asked for once)."""
+    if "clean_predictions" not in ctx.shared:
+        ctx.shared["clean_predictions"] = predict_in_batches(ctx.classifier, ctx.x, ctx.batch_size).argmax(1)
+    return ctx.shared["clean_predictions"]
 
 
 def _batch_size(queries: int) -> int:
@@ -135,7 +167,7 @@ def _calibrate(ctx, batch: int) -> float:
     attack, student = _attack(ctx, victim, 2 * 7 * batch, ctx.seed, batch)
     attack.verbose = False
     attack.eval_every = 1
-    labels = predict_in_batches(ctx.classifier, ctx.x, ctx.batch_size).argmax(1)
+    labels = _labels(ctx)
     start = time.perf_counter()
     attack.extract(thieved_classifier=student, x_val=ctx.x, y_val=labels)
     return (time.perf_counter() - start) / 2
@@ -146,7 +178,7 @@ def run(ctx, params, section) -> None:
 
     budget = params["queries"]
     victims = _victims(ctx)
-    labels = predict_in_batches(ctx.classifier, ctx.x, ctx.batch_size).argmax(1)
+    labels = _labels(ctx)
     results, generator = {}, ""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for key, victim in victims.items():

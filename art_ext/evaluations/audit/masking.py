@@ -13,6 +13,7 @@ from art_ext.evaluations.audit.context import SectionSkipped
 from art_ext.evaluations.audit.models import build_student
 
 KEY, TITLE, SHARE = "masking", "Gradient-masking analysis", 0.27
+QUERY_SHARE = 0.0
 
 
 def _masking_eps(ctx) -> list[float]:
@@ -50,7 +51,9 @@ def _masking_seconds(ctx, p) -> float:
 def plan(ctx, allotted):
     if ctx.framework is None:
         raise SectionSkipped(
-            f"needs a PyTorch or TensorFlow classifier, got {type(ctx.classifier).__name__} (audited as a black box)"
+            "needs the gradients of a PyTorch or TensorFlow classifier, and the model is audited as a black box "
+            f"(answers only: {ctx.shared.get('black_box_of', type(ctx.classifier).__name__)}); audit the saved model "
+            "(`art-ext audit MODEL`) for this section"
         )
     if not ctx.cost.has_gradients:
         raise SectionSkipped(

@@ -16,7 +16,7 @@ def build_student(ctx, seed: int) -> Any:
     from art_ext.models import ARCHITECTURES, build_model, make_classifier
     from art_ext.utils.seed import set_seed
 
-    shape, fw, k = tuple(ctx.classifier.input_shape), ctx.framework, ctx.nb_classes
+    shape, fw, k = tuple(ctx.classifier.input_shape), ctx.student_framework, ctx.nb_classes
     clip = ctx.classifier.clip_values
     for name in ("digits_cnn", "lenet5"):
         if shape == ARCHITECTURES[name][0 if fw == "pytorch" else 1] and k >= 2:

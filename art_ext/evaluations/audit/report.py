@@ -56,6 +56,8 @@ class SectionResult:
     estimated_seconds: float = 0.0
     seconds: float = 0.0
     shrunk: list[str] = field(default_factory=list)
+    #: Inputs the section sent to the model (audits through queries only; ``None`` otherwise).
+    queries: int | None = None
 
     def text(self, text: str) -> None:
         self.blocks.append(("text", text))
@@ -86,6 +88,7 @@ class SectionResult:
             "seconds": round(float(self.seconds), 2),
             "shrunk": list(self.shrunk),
             "results": _jsonable(self.results),
+            **({} if self.queries is None else {"queries": int(self.queries)}),
         }
 
 
@@ -138,6 +141,8 @@ class AuditReport:
     sections: list[SectionResult]
     seconds: float = 0.0
     files: dict = field(default_factory=dict)
+    #: Audits through queries only: ``{"sent": inputs sent to the model, "budget": max_queries or None}``.
+    queries: dict | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -153,12 +158,16 @@ class AuditReport:
         raise KeyError(f"No section {key!r} in this report (sections: {[s.key for s in self.sections]}).")
 
     def to_dict(self) -> dict:
-        """``results.json``: ``schema``, ``header``, ``seconds``, ``summary`` (worst first), ``sections`` by key."""
+        """
+        ``results.json``: ``schema``, ``header``, ``seconds``, ``queries`` (audits through queries only: inputs sent
+        and the budget), ``summary`` (worst first), ``sections`` by key (each with its ``queries`` there).
+        """
         return {
             "schema": SCHEMA,
             "title": self.title,
             "header": _jsonable(self.header),
             "seconds": round(float(self.seconds), 2),
+            **({} if self.queries is None else {"queries": dict(self.queries)}),
             "summary": [f.to_dict() for f in self.findings],
             "sections": {s.key: s.to_dict() for s in self.sections},
         }
@@ -176,8 +185,11 @@ class AuditReport:
         if s.status != "done":
             return f"Section {s.status}: {s.reason}"
         line = f"Estimated {s.estimated_seconds:.0f} s before it started; took {s.seconds:.0f} s."
+        if s.queries is not None:
+            line = line[:-1] + f" and {s.queries:,} queries."
         if s.shrunk:
-            line += " Shrunk to fit the time budget: " + "; ".join(s.shrunk) + "."
+            budgets = "time budget" if s.queries is None else "time and query budgets"
+            line += f" Shrunk to fit the {budgets}: " + "; ".join(s.shrunk) + "."
         return line
 
     def to_markdown(self, figure_paths: dict | None = None) -> str:

@@ -14,9 +14,12 @@ from tqdm.auto import tqdm
 
 from art_ext.evaluations.audit.budget import shrink
 from art_ext.evaluations.audit.context import ROBUSTNESS_LABELS, SectionSkipped
+from art_ext.evaluations.audit.queries import QueryBudgetExhausted
 from art_ext.utils.outputs import predict_in_batches
 
 KEY, TITLE, SHARE = "robustness", "Robustness curves", 0.30
+#: Share of the queries left (audits through queries only), beside the extraction's.
+QUERY_SHARE = 0.45
 _LABELS = ROBUSTNESS_LABELS
 #: Attacks that need the classifier's gradients.
 GRADIENT_ATTACKS = ("fgsm", "pgd", "autoattack")
@@ -78,6 +81,49 @@ def _seconds(ctx, params) -> float:
     return seconds
 
 
+def _queries(ctx, params) -> int:
+    """
+    Most queries of the gradient-free attacks on a black box (ART's Square asks for every input not yet fooled up to
+    3 times per iteration, HopSkipJump about ``100 + 25`` per iteration and input), the checks of their answers and
+    the timing of Square on the cost model's probe.
+    """
+    n, total = params["n"], 0
+    for norm in ctx.norms:
+        if "square" in params["attacks"]:
+            total += len(ctx.eps[norm]) * n * (3 * params["square_iter"] + 4)
+            total += 0 if norm in ctx.cost.square_iteration else 18 * ctx.cost.probe_size
+        if "hopskipjump" in params["attacks"]:
+            total += n * (params["hsj_iter"] * 125 + 41)
+    return total + (0 if "clean_predictions" in ctx.shared else n)
+
+
+def _query_steps(params, uses) -> list:
+    """Sizes lowered for the query budget, further than for time (a deployed model's queries are the scarce part)."""
+    steps = [
+        ("n", min(50, params["n"]), "inputs"),
+        ("square_iter", 25, "Square iterations"),
+        ("hsj_iter", 3, "HopSkipJump iterations"),
+        ("n", min(10, params["n"]), "inputs"),
+        ("square_iter", 10, "Square iterations"),
+        ("hsj_iter", 1, "HopSkipJump iterations"),
+    ]
+    return [step for step in steps if uses.get(step[0], True)]
+
+
+def _fit_queries(ctx, params, steps) -> tuple[dict, list[str]]:
+    """Sizes lowered until the most queries they can take fit the section's share of the query budget."""
+    share = ctx.shared.get("query_allotment")
+    if ctx.queries is None or share is None:
+        return params, []
+    params, most, notes = shrink(params, lambda p: _queries(ctx, p), share, steps)
+    if most > share:
+        raise SectionSkipped(
+            f"its smallest run may take {most:,} queries and its share of the query budget is {share:,}; a larger "
+            "--max-queries (`max_queries`) or fewer --eps runs it"
+        )
+    return params, [f"{note} (query budget)" for note in notes]
+
+
 def plan(ctx, allotted):
     attacks, why = choose_attacks(ctx)
     if not attacks:
@@ -103,7 +149,9 @@ def plan(ctx, allotted):
         ("n", min(20, params["n"]), "inputs"),
     ]
     steps = [step for step in steps if uses.get(step[0], True)]
+    params, query_notes = _fit_queries(ctx, params, _query_steps(params, uses))
     params, seconds, notes = shrink(params, lambda p: _seconds(ctx, p), allotted, steps)
+    notes = query_notes + notes
     if "autoattack" in attacks and not params["autoattack"]:
         params["attacks"] = [a for a in attacks if a != "autoattack"]
         params["left_out"] = dict(why, autoattack="does not fit the time budget (a larger --budget-minutes runs it)")
@@ -217,7 +265,8 @@ def run(ctx, params, section) -> None:
     n = params["n"]
     idx = np.sort(rng.choice(len(ctx.x), n, replace=False)) if n < len(ctx.x) else np.arange(len(ctx.x))
     x, y = ctx.xt[idx], ctx.y[idx]
-    clean = predict_in_batches(ctx.target, x, ctx.batch_size).argmax(1) == y
+    known = ctx.shared.get("clean_predictions") if ctx.kind.name != "tokens" else None
+    clean = (known[idx] if known is not None else predict_in_batches(ctx.target, x, ctx.batch_size).argmax(1)) == y
     onehot = np.eye(ctx.nb_classes, dtype=np.float32)[y]
     attacks = list(params["attacks"])
     total = sum(len(ctx.eps[norm]) for norm in ctx.norms) * len(attacks)
@@ -232,36 +281,22 @@ def run(ctx, params, section) -> None:
             section.shrunk.append(f"{_LABELS[key]} left out: the section ran past its share of the time budget")
             bar.update(sum(len(ctx.eps[norm]) for norm in ctx.norms))
             continue
-        calls_left = sum(len(ctx.eps[norm]) for norm in ctx.norms)
-        for norm in ctx.norms:
-            accs = [float(clean.mean())]
-            if key in MINIMAL_ATTACKS:
-                np.random.seed(int(rng.integers(2**31)))  # ART's HopSkipJump draws from numpy's global generator
-                x_adv = _attack(ctx, key, norm, None, params).generate(x, onehot, **attack_mask(ctx, x))
-                fooled = predict_in_batches(ctx.target, x_adv, ctx.batch_size).argmax(1) != y
-                dist = _distances(x_adv, x, norm)
-            for i, eps in enumerate(ctx.eps[norm]):
-                if key in MINIMAL_ATTACKS:
-                    ok = ~(fooled & (dist <= eps * (1 + 1e-6)))
-                else:
-                    np.random.seed(int(rng.integers(2**31)))  # ART's SquareAttack draws from numpy's global generator
-                    call_params = _fit_iterations(ctx, key, norm, params, calls_left, section)
-                    attack = _attack(ctx, key, norm, eps, call_params)
-                    start = time.perf_counter()
-                    with np.errstate(divide="ignore", invalid="ignore"):  # ART's Square divides 0 by 0 when converged
-                        x_adv = attack.generate(x, onehot, **attack_mask(ctx, x))
-                    if key == "square":
-                        ctx.shared[f"square_per_iteration_{norm}"] = (time.perf_counter() - start) / call_params[
-                            "square_iter"
-                        ]
-                    ok = predict_in_batches(ctx.target, x_adv, ctx.batch_size).argmax(1) == y
-                calls_left -= 1
-                accs.append(float(np.mean(ok & clean)))
-                robust_all[norm][i + 1] &= ok
-                bar.update(1)
+        try:
+            per_norm = _run_attack(ctx, key, x, y, onehot, clean, params, rng, section, bar)
+        except QueryBudgetExhausted as exhausted:
+            left_out[key] = f"stopped: {exhausted}"
+            section.shrunk.append(f"{_LABELS[key]} stopped: its share of the query budget ran out")
+            continue
+        for norm, (accs, oks) in per_norm.items():
             curves[norm]["accuracy"][key] = accs
+            for i, ok in enumerate(oks):
+                robust_all[norm][i + 1] &= ok
         done.append(key)
     bar.close()
+    if not done:
+        raise SectionSkipped(
+            "no attack finished (" + "; ".join(f"{_LABELS[k]}: {r}" for k, r in left_out.items()) + ")"
+        )
     for norm in ctx.norms:
         curves[norm]["accuracy"]["worst_case"] = [float(r.mean()) for r in robust_all[norm]]
     ctx.shared["robustness"] = curves
@@ -277,6 +312,38 @@ def run(ctx, params, section) -> None:
         }
     )
     _write(ctx, section, params, curves, done, left_out)
+
+
+def _run_attack(ctx, key, x, y, onehot, clean, params, rng, section, bar) -> dict:
+    """One attack over every norm and eps: ``{norm: (accuracy per eps with 0 first, robust mask per eps)}``."""
+    calls_left, out = sum(len(ctx.eps[norm]) for norm in ctx.norms), {}
+    for norm in ctx.norms:
+        accs, oks = [float(clean.mean())], []
+        if key in MINIMAL_ATTACKS:
+            np.random.seed(int(rng.integers(2**31)))  # ART's HopSkipJump draws from numpy's global generator
+            x_adv = _attack(ctx, key, norm, None, params).generate(x, onehot, **attack_mask(ctx, x))
+            fooled = predict_in_batches(ctx.target, x_adv, ctx.batch_size).argmax(1) != y
+            dist = _distances(x_adv, x, norm)
+        for eps in ctx.eps[norm]:
+            if key in MINIMAL_ATTACKS:
+                ok = ~(fooled & (dist <= eps * (1 + 1e-6)))
+            else:
+                np.random.seed(int(rng.integers(2**31)))  # ART's SquareAttack draws from numpy's global generator
+                call_params = _fit_iterations(ctx, key, norm, params, calls_left, section)
+                attack = _attack(ctx, key, norm, eps, call_params)
+                start = time.perf_counter()
+                with np.errstate(divide="ignore", invalid="ignore"):  # ART's Square divides 0 by 0 when converged
+                    x_adv = attack.generate(x, onehot, **attack_mask(ctx, x))
+                if key == "square":
+                    seconds = time.perf_counter() - start
+                    ctx.shared[f"square_per_iteration_{norm}"] = seconds / call_params["square_iter"]
+                ok = predict_in_batches(ctx.target, x_adv, ctx.batch_size).argmax(1) == y
+            calls_left -= 1
+            accs.append(float(np.mean(ok & clean)))
+            oks.append(ok)
+            bar.update(1)
+        out[norm] = (accs, oks)
+    return out
 
 
 def _write(ctx, section, params, curves, done, left_out) -> None:

@@ -11,6 +11,7 @@ import time
 from types import ModuleType
 
 from art_ext.evaluations.audit.context import AuditContext, SectionSkipped
+from art_ext.evaluations.audit.queries import allotted_queries
 from art_ext.evaluations.audit.report import SectionResult
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,15 @@ def run_sections(ctx: AuditContext, sections: list[ModuleType], deadline: float 
         if deadline is not None:
             left = max(0.0, deadline - time.perf_counter())
             allotted = left * module.SHARE / sum(m.SHARE for m in sections[i:])
-        section = _run_one(ctx, module, allotted, _slowdown(results), f"{i + 1}/{len(sections)}")
+        if ctx.queries is None:
+            section = _run_one(ctx, module, allotted, _slowdown(results), f"{i + 1}/{len(sections)}")
+        else:
+            # Audited through queries: the section may send its share of the queries left, and says what it sent.
+            share = allotted_queries(ctx.queries, sections[i:])
+            ctx.shared["query_allotment"], before = share, ctx.queries.used
+            with ctx.queries.section(share):
+                section = _run_one(ctx, module, allotted, _slowdown(results), f"{i + 1}/{len(sections)}")
+            section.queries = ctx.queries.used - before
         results.append(section)
     return results
 
@@ -61,7 +70,9 @@ def _run_one(ctx: AuditContext, module: ModuleType, allotted: float | None, slow
     if ctx.verbose:
         budget = "" if allotted is None else f" (its share of the budget: {allotted:.0f} s)"
         shrunk = f"; shrunk: {', '.join(section.shrunk)}" if section.shrunk else ""
-        what = f"estimated {section.estimated_seconds:.0f} s{budget}{shrunk}"
+        share = ctx.shared.get("query_allotment") if ctx.queries is not None else None
+        queries = f", up to {share:,} queries" if share is not None else ""
+        what = f"estimated {section.estimated_seconds:.0f} s{queries}{budget}{shrunk}"
         state = what if section.status == "done" else f"{section.status}: {section.reason}"
         print(f"[art-ext audit] {step} {module.TITLE}: {state}", flush=True)
     if section.status == "done":
