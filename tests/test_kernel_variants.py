@@ -1,8 +1,12 @@
-"""The driver of the kernels tox envs (.ci/kernel_variants.py): which variants run, and what counts as passing."""
+"""
+The driver of the kernels tox envs (.ci/kernel_variants.py): which variants run, which run side by side, what counts as
+passing, and the margins it reports from the ``outcome`` checks (tests/_outcomes.py).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -43,24 +47,98 @@ def test_cover_runs_every_value_once_and_not_the_processors_own_setting_on_all_c
     envs, _ = driver.variants("pytorch", cover=True, flags={"avx2"})
     assert _plan(envs) == [("default", 2), ("avx2", 1)]
     envs, _ = driver.variants("tensorflow", cover=True, flags=set())
-    assert _plan(envs) == [("0", 2)]
+    assert _plan(envs) == [("0", 2), ("1", 1)]
 
 
-def test_no_test_collected_passes_and_any_failed_variant_fails(driver, monkeypatch, capsys):
-    calls = []
+def test_one_thread_variants_run_side_by_side_within_the_cores(driver):
+    envs, _ = driver.variants("pytorch", cover=False, flags={"avx2"})
+    plan = [("pytorch", env) for env in envs]
+    waves = [[driver.short(*plan[i]) for i in wave] for wave in driver.schedule(plan, cores=2)]
+    assert waves == [["pytorch/default/2"], ["pytorch/avx2/2"], ["pytorch/default/1", "pytorch/avx2/1"]]
+    assert [len(w) for w in driver.schedule(plan, cores=1)] == [1, 1, 1, 1]
+    assert [len(w) for w in driver.schedule(plan, cores=16)] == [4]
 
-    def fake_call(cmd, cwd, env):
-        calls.append((cmd, env))
-        return codes.pop(0)
 
-    monkeypatch.setattr(driver.subprocess, "call", fake_call)
+class _FakePopen:
+    """Stands for pytest: writes the outcome lines of ``checks`` (value per variant) and exits with the next code."""
+
+    codes: list = []
+    calls: list = []
+    checks: dict = {}
+
+    def __init__(self, cmd, cwd, env, stdout, stderr):
+        self.calls.append((cmd, env))
+        variant = env.get("ATEN_CPU_CAPABILITY") or env["TF_ENABLE_ONEDNN_OPTS"], env["OMP_NUM_THREADS"]
+        with open(env["ART_EXT_OUTCOMES"], "a") as f:
+            for label, (op, threshold, values) in self.checks.items():
+                value = values["/".join(variant)]
+                margin = value - threshold if op.startswith(">") else threshold - value
+                f.write(
+                    json.dumps(
+                        dict(
+                            test="t.py::t",
+                            framework="pytorch",
+                            label=label,
+                            value=value,
+                            op=op,
+                            threshold=threshold,
+                            margin=margin,
+                            relative_margin=margin / threshold,
+                        )
+                    )
+                )
+                f.write("\n")
+        stdout.write("1 passed\n")
+        self.rc = self.codes.pop(0)
+
+    def wait(self):
+        return self.rc
+
+
+def test_no_test_collected_passes_and_any_failed_variant_fails(driver, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(driver.subprocess, "Popen", _FakePopen)
     monkeypatch.setattr(driver, "cpu_flags", lambda: {"avx2"})
-    codes = [5]
-    assert driver.main(["--framework", "tensorflow", "--cover"]) == 0
+    _FakePopen.codes, _FakePopen.calls, _FakePopen.checks = [5, 5], [], {}
+    assert driver.main(["--framework", "tensorflow", "--cover", "--cores", "2"]) == 0
     assert "no test collected, counted as passed" in capsys.readouterr().out
-    cmd, env = calls[0]
-    assert cmd[-5:] == ["--framework", "tensorflow", "-m", "kernels", "-q"] and env["TF_ENABLE_ONEDNN_OPTS"] == "0"
-    codes = [0, 1, 0, 0]
-    assert driver.main(["--framework", "pytorch", "--", "-k", "dfme"]) == 1
-    assert calls[-1][0][-2:] == ["-k", "dfme"]
-    assert "FAILED pytorch: ATEN_CPU_CAPABILITY=default threads=2" in capsys.readouterr().out
+    cmd, env = _FakePopen.calls[0]
+    assert (
+        cmd[-8:-1] == ["--framework", "tensorflow", "-m", "kernels", "-q", "-p", "no:cacheprovider"]
+        and env["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    )
+    assert cmd[-1].startswith("--basetemp=")
+    values = {"default/1": 0.9, "default/2": 0.8, "avx2/1": 0.95, "avx2/2": 0.85}
+    _FakePopen.codes, _FakePopen.checks = [0, 1, 0, 0], {"accuracy": (">=", 0.5, values)}
+    report = tmp_path / "margins.json"
+    assert driver.main(["--framework", "pytorch", "--cores", "2", "--report", str(report), "--", "-k", "dfme"]) == 1
+    assert _FakePopen.calls[-1][0][-2:] == ["-k", "dfme"]
+    out = capsys.readouterr().out
+    assert "FAILED pytorch: ATEN_CPU_CAPABILITY=avx2 threads=2" in out
+    assert "measured 0.8-0.95 over 4; smallest margin +0.3 (+60.0%) at pytorch/default/2" in out
+    written = json.loads(report.read_text())
+    (row,) = written["checks"]
+    assert row["values"] == {f"pytorch/{k}": v for k, v in values.items()} and row["threshold"] == 0.5
+    assert row["smallest_margin"] == pytest.approx(0.3) and row["passed_everywhere"]
+    assert written["generated_by"].startswith("python .ci/kernel_variants.py --framework pytorch")
+    assert [v["exit"] for v in written["variants"]] == [0, 0, 0, 1]  # plan order; avx2/2 ran second
+
+
+def test_outcome_check_asserts_with_its_margin_and_records_the_variant(tmp_path, monkeypatch):
+    from _outcomes import Outcome
+
+    path = tmp_path / "outcomes.jsonl"
+    monkeypatch.setenv("ART_EXT_OUTCOMES", str(path))
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    outcome = Outcome("tests/t.py::t", "pytorch")
+    assert outcome.check("accuracy", 0.93, ">=", 0.9) == 0.93
+    with pytest.raises(AssertionError, match=r"error: measured 0.4, needs <= 0.3 \(margin -0.1\)"):
+        outcome.check("error", 0.4, "<=", 0.3)
+    with pytest.raises(ValueError, match="used twice"):
+        outcome.check("accuracy", 0.93, ">=", 0.9)
+    with pytest.raises(ValueError, match="op"):
+        outcome.check("other", 1.0, "==", 1.0)
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert (
+        first["margin"] == pytest.approx(0.03) and first["passed"] and first["variant"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    )
+    assert second["margin"] == pytest.approx(-0.1) and not second["passed"]
