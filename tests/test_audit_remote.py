@@ -138,3 +138,25 @@ def test_unreachable_endpoint_and_wrong_data_shape_get_one_line(endpoint, tmp_pa
     err = capsys.readouterr().err
     assert "holds samples of shape (64,), the endpoint takes" in err
     assert endpoint.answered == 0
+
+
+def test_query_budget_refuses_a_call_before_it_is_sent_and_counts_nothing_of_it():
+    from art_ext.evaluations.audit import SectionSkipped
+    from art_ext.evaluations.audit.queries import QueryBudget, QueryBudgetExhausted
+
+    budget = QueryBudget(100)
+    budget.spend(60)
+    with budget.section(30):
+        budget.spend(30)
+        with pytest.raises(QueryBudgetExhausted, match="its share of the query budget ran out"):
+            budget.spend(1)
+    assert budget.used == 90 and budget.left == 10
+    with pytest.raises(QueryBudgetExhausted, match="the query budget ran out") as caught:
+        budget.spend(11)
+    assert isinstance(caught.value, SectionSkipped) and budget.used == 90
+    budget.spend(10)
+    assert budget.left == 0
+    unlimited = QueryBudget(None)
+    with unlimited.section(5):
+        unlimited.spend(10**6)
+    assert unlimited.used == 10**6 and unlimited.left is None

@@ -77,3 +77,21 @@ def test_dfme_with_an_exact_budget_against_mlserver(mlserver, framework, tmp_pat
     served = mlserver.answered() - before
     assert attack.queries_used == budget == served == remote.queries_answered == remote.queries_sent
     assert victim.queries_used == budget and remote.retries == 0
+
+
+def test_audit_of_an_mlserver_endpoint_within_max_queries(mlserver, framework, digits, tmp_path):
+    """`art-ext audit URL`: what MLServer answered (counted in its runtime) is what results.json says was sent."""
+    import json
+
+    from art_ext.cli.main import main
+
+    _, (x_test, y_test), _, _ = digits
+    np.savez(tmp_path / "digits.npz", x=x_test, y=y_test)
+    before = mlserver.answered()
+    args = ["audit", mlserver.url + "/v2/models/victim", "--data", str(tmp_path / "digits.npz"), "--norm", "inf"]
+    args += ["--sample-size", "40", "--max-queries", "6000", "--framework", framework, "--out", str(tmp_path / "a")]
+    assert main(args + ["--quiet"]) == 0
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["queries"] == {"sent": mlserver.answered() - before, "budget": 6000}
+    status = {k: s["status"] for k, s in results["sections"].items()}
+    assert status["clean"] == status["extraction"] == "done" and status["certification"] == "skipped"

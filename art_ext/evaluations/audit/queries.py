@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from art_ext.evaluations.audit.context import SectionSkipped
 from art_ext.utils.outputs import predict_in_batches
 
-__all__ = ["QueryBudget", "QueryBudgetExhausted", "allotted_queries", "counted_classifier"]
+__all__ = ["QueryBudget", "QueryBudgetExhausted", "allotted_queries", "counted_classifier", "fit_queries"]
 
 
 class QueryBudgetExhausted(SectionSkipped):
@@ -85,6 +85,26 @@ def counted_classifier(classifier: Any, budget: QueryBudget, batch_size: int) ->
         channels_first=bool(getattr(classifier, "channels_first", True)),
         clip_values=classifier.clip_values,
     )
+
+
+def fit_queries(ctx, params: dict, count: Callable[[dict], int], steps: list) -> tuple[dict, list[str]]:
+    """
+    A section's sizes lowered, in the order of `steps` (as :func:`~.budget.shrink`), until the most queries they can
+    take (``count(params)``) fit its share of the query budget; :class:`SectionSkipped` when even the smallest do not.
+    Unchanged without a budget.
+    """
+    from art_ext.evaluations.audit.budget import shrink
+
+    share = ctx.shared.get("query_allotment")
+    if ctx.queries is None or share is None:
+        return params, []
+    params, most, notes = shrink(params, count, share, steps)
+    if most > share:
+        raise SectionSkipped(
+            f"its smallest run may take {int(most):,} queries and its share of the query budget is {share:,}; a "
+            "larger --max-queries (`max_queries`) runs it"
+        )
+    return params, [f"{note} (query budget)" for note in notes]
 
 
 def allotted_queries(budget: QueryBudget, remaining: list) -> int | None:

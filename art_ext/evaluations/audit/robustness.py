@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from art_ext.evaluations.audit.budget import shrink
 from art_ext.evaluations.audit.context import ROBUSTNESS_LABELS, SectionSkipped
-from art_ext.evaluations.audit.queries import QueryBudgetExhausted
+from art_ext.evaluations.audit.queries import QueryBudgetExhausted, fit_queries
 from art_ext.utils.outputs import predict_in_batches
 
 KEY, TITLE, SHARE = "robustness", "Robustness curves", 0.30
@@ -110,20 +110,6 @@ def _query_steps(params, uses) -> list:
     return [step for step in steps if uses.get(step[0], True)]
 
 
-def _fit_queries(ctx, params, steps) -> tuple[dict, list[str]]:
-    """Sizes lowered until the most queries they can take fit the section's share of the query budget."""
-    share = ctx.shared.get("query_allotment")
-    if ctx.queries is None or share is None:
-        return params, []
-    params, most, notes = shrink(params, lambda p: _queries(ctx, p), share, steps)
-    if most > share:
-        raise SectionSkipped(
-            f"its smallest run may take {most:,} queries and its share of the query budget is {share:,}; a larger "
-            "--max-queries (`max_queries`) or fewer --eps runs it"
-        )
-    return params, [f"{note} (query budget)" for note in notes]
-
-
 def plan(ctx, allotted):
     attacks, why = choose_attacks(ctx)
     if not attacks:
@@ -149,7 +135,7 @@ def plan(ctx, allotted):
         ("n", min(20, params["n"]), "inputs"),
     ]
     steps = [step for step in steps if uses.get(step[0], True)]
-    params, query_notes = _fit_queries(ctx, params, _query_steps(params, uses))
+    params, query_notes = fit_queries(ctx, params, lambda p: _queries(ctx, p), _query_steps(params, uses))
     params, seconds, notes = shrink(params, lambda p: _seconds(ctx, p), allotted, steps)
     notes = query_notes + notes
     if "autoattack" in attacks and not params["autoattack"]:
