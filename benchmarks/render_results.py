@@ -1,5 +1,6 @@
 """
-Render every ``benchmarks/results/*.json`` into ``docs/results.rst`` (and its figures into ``docs/results/``).
+Render every ``benchmarks/results/*.json`` into ``docs/results.rst`` (and its figures into ``docs/results/``), and
+the measured table of ``docs/choosing_certified.rst`` into ``docs/choosing_certified_table.inc``.
 
     python benchmarks/render_results.py [--results benchmarks/results] [--out docs/results.rst]
 
@@ -20,6 +21,7 @@ import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_choosing import write as write_choosing  # noqa: E402
 from results_figures import ablation_rows, figures  # noqa: E402
 from results_targets import target_rows  # noqa: E402
 
@@ -250,8 +252,9 @@ def run_section(stem: str, data: dict[str, Any], used_by: dict[str, list[str]], 
     return lines
 
 
-def render(results: str, out: str, plots_dir: str | None = None, intro: str = "") -> str:
-    """Write the page ``out`` (and its figures) from the JSON files of ``results``; returns the page's text."""
+def render(results: str, out: str, plots_dir: str | None = None, intro: str = "", choosing: str | None = None) -> str:
+    """Write the page ``out`` (and its figures) from the JSON files of ``results``; returns the page's text. With
+    `choosing`, also the measured table of the certified-training choice (``benchmarks/results_choosing.py``)."""
     plots_dir = plots_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "results")
     plots_rel = os.path.relpath(plots_dir, os.path.dirname(os.path.abspath(out))).replace(os.sep, "/")
     title = "Results at the papers' scale"
@@ -269,6 +272,8 @@ def render(results: str, out: str, plots_dir: str | None = None, intro: str = ""
     if intro:
         lines += [intro, ""]
     items = load(results)
+    if choosing:
+        write_choosing(items, choosing, list_table)
     if not items:
         return _write(out, lines + ["No results yet.", ""])
     checked = target_rows(items)
@@ -337,13 +342,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results.rst"))
     p.add_argument("--plots", default=None, help="folder of the figures (default: results/ beside the page)")
     p.add_argument("--intro", default=None, help="reST file whose text goes below the page's title")
+    p.add_argument(
+        "--choosing",
+        default=os.path.join(ROOT, "docs", "choosing_certified_table.inc"),
+        help="where the table of docs/choosing_certified.rst is written ('' for none)",
+    )
     args = p.parse_args(argv)
     intro = ""
     if args.intro:
         with open(args.intro) as f:
             intro = f.read().strip()
-    render(args.results, args.out, args.plots, intro)
-    print(f"wrote {os.path.relpath(args.out, ROOT)}")
+    render(args.results, args.out, args.plots, intro, args.choosing or None)
+    print(
+        f"wrote {os.path.relpath(args.out, ROOT)}"
+        + (f" and {os.path.relpath(args.choosing, ROOT)}" if args.choosing else "")
+    )
     return 0
 
 
