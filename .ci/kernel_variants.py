@@ -30,8 +30,12 @@ thread, avx2/2, avx512/1, or default/2 and avx2/1 without AVX-512; TensorFlow on
 
 Usage::
 
-    python .ci/kernel_variants.py [--framework pytorch|tensorflow] [--cover|--full] [--cores N] [--report FILE]
-                                  [--list] [-- pytest arguments]
+    python .ci/kernel_variants.py [--framework pytorch|tensorflow] [--cover|--full] [--threads 1|2] [--cores N]
+                                  [--report FILE] [--outcomes-dir DIR] [--list] [-- pytest arguments]
+    python .ci/kernel_variants.py --from-outcomes DIR [--from-outcomes DIR ...] --report FILE
+
+``--outcomes-dir`` keeps each variant's log, its record (exit status, seconds) and its outcomes; ``--from-outcomes``
+runs nothing and reports the variants kept by one or more such runs (a framework or a thread count run apart).
 
 A selection that collects no test (pytest's exit status 5) counts as passed.
 """
@@ -85,8 +89,8 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def variants(framework: str, cover: bool, flags: set[str]) -> tuple[list[dict], list[str]]:
-    """The environment of each variant of `framework`, and the reasons of those skipped."""
+def variants(framework: str, cover: bool, flags: set[str], threads=THREADS) -> tuple[list[dict], list[str]]:
+    """The environment of each variant of `framework` (thread counts among `threads`), and the reasons of those skipped."""
     skipped = []
     if framework == "pytorch":
         kernels = ["default"]
@@ -103,7 +107,8 @@ def variants(framework: str, cover: bool, flags: set[str]) -> tuple[list[dict], 
         # ran every test on all cores: it gets 1 thread here, and the thread counts alternate from it.
         pairs = [(setting, THREADS[(len(settings) - 1 - i) % len(THREADS)]) for i, setting in enumerate(settings)]
     else:
-        pairs = [(setting, threads) for setting in settings for threads in THREADS]
+        pairs = [(setting, n) for setting in settings for n in THREADS]
+    pairs = [(setting, n) for setting, n in pairs if n in threads]
     out = []
     for setting, threads in pairs:
         env = dict(setting, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -259,8 +264,23 @@ def run_plan(plan, pytest_args, cores, workdir) -> list[dict]:
                 "side_by_side_with": [
                     short(*plan[j]) for j in next(w for w in schedule(plan, cores) if i in w) if j != i
                 ],
-                "outcomes": read_outcomes(outcomes),
             }
+            with open(outcomes[: -len(".jsonl")] + ".json", "w", encoding="utf-8") as f:
+                json.dump(runs[i], f, indent=1)
+            runs[i]["outcomes"] = read_outcomes(outcomes)
+    return runs
+
+
+def load_runs(folders: list[str]) -> list[dict]:
+    """The variants an earlier run kept with ``--outcomes-dir`` (``<variant>.json`` and ``<variant>.jsonl`` each)."""
+    runs = []
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    run = json.load(f)
+                run["outcomes"] = read_outcomes(os.path.join(folder, name[: -len(".json")] + ".jsonl"))
+                runs.append(run)
     return runs
 
 
@@ -270,10 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     plan_choice = parser.add_mutually_exclusive_group()
     plan_choice.add_argument("--cover", action="store_true", help="every value once, not every kernel x threads pair")
     plan_choice.add_argument("--full", action="store_false", dest="cover", help="every kernel x threads pair (default)")
+    parser.add_argument("--threads", type=int, action="append", choices=THREADS, help="only these thread counts")
     parser.add_argument(
         "--cores", type=int, default=None, help="run variants side by side within N cores (1: one by one)"
     )
     parser.add_argument("--report", metavar="FILE", help="write every check's values and margins as JSON")
+    parser.add_argument("--outcomes-dir", metavar="DIR", help="keep each variant's log, record and outcomes in DIR")
+    parser.add_argument(
+        "--from-outcomes", metavar="DIR", action="append", help="run nothing: report the variants kept in DIR(s)"
+    )
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
@@ -284,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = cpu_flags()
     plan = []
     for framework in frameworks:
-        envs, skipped = variants(framework, args.cover, flags)
+        envs, skipped = variants(framework, args.cover, flags, tuple(args.threads or THREADS))
         for reason in skipped:
             print(f"kernel variants: {framework}: skipped {reason}", flush=True)
         plan += [(framework, env) for env in envs]
@@ -294,9 +319,16 @@ def main(argv: list[str] | None = None) -> int:
             print(" | ".join(f"{plan[i][0]}: {describe(plan[i][1])}" for i in wave))
         return 0
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kernel_variants_") as workdir:
-        runs = run_plan(plan, args.pytest_args, cores, workdir)
-    total = time.perf_counter() - start
+    if args.from_outcomes:
+        runs = load_runs(args.from_outcomes)
+        plan = runs
+    elif args.outcomes_dir:
+        os.makedirs(args.outcomes_dir, exist_ok=True)
+        runs = run_plan(plan, args.pytest_args, cores, args.outcomes_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kernel_variants_") as workdir:
+            runs = run_plan(plan, args.pytest_args, cores, workdir)
+    total = sum(run["seconds"] for run in runs) if args.from_outcomes else time.perf_counter() - start
     failed = [run["label"] for run in runs if run["exit"] != 0]
     rows = margins(runs)
     print_margins(rows)

@@ -110,7 +110,8 @@ def test_no_test_collected_passes_and_any_failed_variant_fails(driver, monkeypat
     values = {"default/1": 0.9, "default/2": 0.8, "avx2/1": 0.95, "avx2/2": 0.85}
     _FakePopen.codes, _FakePopen.checks = [0, 1, 0, 0], {"accuracy": (">=", 0.5, values)}
     report = tmp_path / "margins.json"
-    assert driver.main(["--framework", "pytorch", "--cores", "2", "--report", str(report), "--", "-k", "dfme"]) == 1
+    argv = ["--framework", "pytorch", "--cores", "2", "--report", str(report), "--outcomes-dir", str(tmp_path / "kept")]
+    assert driver.main(argv + ["--", "-k", "dfme"]) == 1
     assert _FakePopen.calls[-1][0][-2:] == ["-k", "dfme"]
     out = capsys.readouterr().out
     assert "FAILED pytorch: ATEN_CPU_CAPABILITY=avx2 threads=2" in out
@@ -121,6 +122,13 @@ def test_no_test_collected_passes_and_any_failed_variant_fails(driver, monkeypat
     assert row["smallest_margin"] == pytest.approx(0.3) and row["passed_everywhere"]
     assert written["generated_by"].startswith("python .ci/kernel_variants.py --framework pytorch")
     assert [v["exit"] for v in written["variants"]] == [0, 0, 0, 1]  # plan order; avx2/2 ran second
+    # The kept variants give the same report again without running anything.
+    again = tmp_path / "again.json"
+    assert driver.main(["--from-outcomes", str(tmp_path / "kept"), "--report", str(again)]) == 1
+    assert json.loads(again.read_text())["checks"] == written["checks"]
+    assert len(_FakePopen.calls) == 6
+    envs, _ = driver.variants("tensorflow", cover=False, flags=set(), threads=(1,))
+    assert _plan(envs) == [("0", 1), ("1", 1)]
 
 
 def test_outcome_check_asserts_with_its_margin_and_records_the_variant(tmp_path, monkeypatch):
