@@ -184,6 +184,10 @@ class ClassifierServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ClassifierServer
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the headers and the body leave in two writes, and on a kept-alive connection Nagle's algorithm held
+    # the body until the client's delayed acknowledgement (about 40 ms per request for keep-alive clients such as
+    # urllib3 or tritonclient; benchmarks/serving_load.py --only transport).
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         self.timeout = self.server.read_timeout  # headers and body: a silent client is dropped, never waited on
