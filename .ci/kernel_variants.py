@@ -228,6 +228,7 @@ def print_margins(rows: list[dict]) -> None:
 def run_plan(plan, pytest_args, cores, workdir) -> list[dict]:
     """Run every variant (waves side by side); one dict per variant: name, env, exit status, seconds, outcomes."""
     runs: list[dict] = [{} for _ in plan]
+    workdir = os.path.abspath(workdir)  # pytest runs in the repository, not here
     for wave in schedule(plan, cores):
         procs = []
         for i in wave:
