@@ -201,7 +201,8 @@ def verify_graph(
     """
     Raise a ``TypeError`` unless the rebuilt graph reproduces `logits` (the classifier's own outputs on `x`).
 
-    :param compiled: On TensorFlow, run the graph as one ``tf.function`` (traced once per input shape).
+    :param compiled: On TensorFlow, run the graph as one ``tf.function`` (traced once per input shape, without
+                     AutoGraph).
     """
     framework = framework_of(classifier)
     ops = get_backend(framework)
@@ -210,7 +211,9 @@ def verify_graph(
         if getattr(graph, "_tf_run", None) is None:
             import tensorflow as tf
 
-            graph._tf_run = tf.function(graph.run)
+            # No AutoGraph: the graph's Python loop runs over its nodes, never over tensor values, and converting
+            # it (its source and every node's forward) took seconds on the first certify of a process.
+            graph._tf_run = tf.function(graph.run, autograph=False)
         run = graph._tf_run
     with no_grad(framework):
         rebuilt = np.asarray(ops.to_numpy(run(ops.asarray(x, device=ops.device_of(classifier)))), np.float64)

@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 #: Rows per call of the rebuilt graph when certify checks it against the classifier's outputs.
 CHECK_CHUNK = 128
+#: On TensorFlow the check of a graph runs eagerly until it has checked more than this many chunks in all, then
+#: compiled: its trace costs about what compiling saves on five chunks, so it is paid only once it pays off.
+EAGER_CHUNKS = 4
 
 __all__ = [
     "LayerRecord",
@@ -214,6 +217,7 @@ class LipschitzCertifier(ClassGradientsMixin, ClassifierMixin, NeuralNetworkMixi
         self.graph = build_graph(self.classifier)
         self._bounds, self._table = self.graph.sound_bounds()
         self._fingerprint = fingerprint(self.classifier, self.framework)
+        self._checked_chunks = 0  # chunks of inputs this graph was checked on (see EAGER_CHUNKS)
 
     def _current(self) -> None:
         """Recompute the graph and its bounds if the model changed since they were computed."""
@@ -317,9 +321,11 @@ class LipschitzCertifier(ClassGradientsMixin, ClassifierMixin, NeuralNetworkMixi
         count = min(len(x), max(64, math.ceil(self.check_fraction * len(x))))
         chosen = np.sort(self._rng.choice(len(x), size=count, replace=False)) if count < len(x) else np.arange(len(x))
         chosen = np.resize(chosen, -(-count // CHECK_CHUNK) * CHECK_CHUNK)
+        self._checked_chunks += len(chosen) // CHECK_CHUNK
+        compiled = self._checked_chunks > EAGER_CHUNKS
         for i in range(0, len(chosen), CHECK_CHUNK):
             rows = chosen[i : i + CHECK_CHUNK]
-            verify_graph(self.graph, self.classifier, x[rows], logits[rows], compiled=True)
+            verify_graph(self.graph, self.classifier, x[rows], logits[rows], compiled=compiled)
         return self._radii(logits)
 
     def certified_accuracy(self, x: np.ndarray, y: np.ndarray, radius: float, batch_size: int = 128) -> float:
