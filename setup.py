@@ -18,8 +18,11 @@ extras = {
     "tensorflow-cpu": ["tensorflow-cpu>=2.16"],
     "docs": ["sphinx>=7"],
     "test": ["pytest>=7", "nbmake>=1.5", "ipykernel", "hypothesis>=6"],
+    # what the scripts of benchmarks/ need beyond the library: statsmodels for the Clopper-Pearson bound of ART's
+    # randomized smoothing certify (benchmarks/lmt_mnist.py's smoothing rows); no test needs it
+    "bench": ["statsmodels>=0.14"],
 }
-extras["all"] = sorted({req for name in ("torch", "tensorflow", "docs", "test") for req in extras[name]})
+extras["all"] = sorted({req for name in ("torch", "tensorflow", "docs", "test", "bench") for req in extras[name]})
 
 setup(
     name="art-ext",
