@@ -79,3 +79,43 @@ def test_committed_table_is_the_rendered_one(tmp_path, render):
     render(str(tmp_path), str(tmp_path / "results.rst"), choosing=str(out))
     with open(committed) as f:
         assert out.read_text() == f.read(), "rerun python benchmarks/render_results.py"
+
+
+def _smoothing_row(sigma, certified, abstentions, max_radius, inputs=500):
+    return {
+        "key": f"randomized_smoothing/GloRo c=1.58 sigma={sigma:g}",
+        "table": "ART randomized smoothing",
+        "sigma": sigma,
+        "inputs": inputs,
+        "n": 1000,
+        "n0": 100,
+        "alpha": 0.001,
+        "certified_0.3": certified[0],
+        "certified_1.58": certified[1],
+        "lipschitz_verified_0.3": 0.8,
+        "lipschitz_verified_1.58": 0.3,
+        "abstentions": abstentions,
+        "max_radius": max_radius,
+        "seconds_smoothing": 300.0,
+        "seconds_lipschitz": 20.0,
+    }
+
+
+def test_smoothing_side_by_side_from_the_json(tmp_path, render):
+    """ART's randomized smoothing rows of a run become a table beside the certifier's numbers on the same inputs."""
+    results = tmp_path / "results"
+    results.mkdir()
+    data = _gloro("pytorch", 0, 1.2)
+    data["rows"] += [_smoothing_row(0.25, (0.9, 0.0), 10, 0.615), _smoothing_row(1.0, (0.5, 0.125), 50, 2.46)]
+    _write(results, "gloro_mnist_short", data)
+    out = tmp_path / "table.inc"
+    render(str(results), str(tmp_path / "results.rst"), choosing=str(out))
+    text = out.read_text()
+    table = next(t for t in _tables(text) if "smoothed: certified at l2 1.58" in t[0])
+    cells = [dict(zip(table[0], row)) for row in table[1:]]
+    assert [c["sigma (inputs)"] for c in cells] == ["0.25 (500, n=1000)", "1 (500, n=1000)"]
+    assert cells[0]["smoothed: certified at l2 1.58"] == "0.0% (above its largest radius)"
+    assert cells[1]["smoothed: certified at l2 1.58"] == "12.5%" and cells[1]["smoothed: abstained"] == "10.0%"
+    assert cells[0]["certifier on the same inputs: 0.3 / 1.58"] == "80.0% / 30.0%"
+    assert cells[0]["smoothing / certifier time"] == "15x"
+    assert "**not** trained under Gaussian noise" in text and "has not been measured" not in text
