@@ -170,7 +170,7 @@ def margins(runs: list[dict]) -> list[dict]:
                 key,
                 {
                     "test": rec["test"],
-                    "framework": rec["framework"],
+                    "frameworks": [],
                     "label": rec["label"],
                     "op": rec["op"],
                     "thresholds": {},
@@ -179,6 +179,8 @@ def margins(runs: list[dict]) -> list[dict]:
                 },
             )
             row["values"][run["variant"]] = rec["value"]
+            if rec["framework"] not in row["frameworks"]:
+                row["frameworks"].append(rec["framework"])
             row["thresholds"][run["variant"]] = rec["threshold"]
             row["margins"][run["variant"]] = rec["margin"]
             row.setdefault("relative_margins", {})[run["variant"]] = rec["relative_margin"]

@@ -47,6 +47,8 @@ def test_student_learns_an_mnist_like_victim_data_free(framework, mnist_like, mn
     (_, _), (x_test, y_test) = mnist_like
     victim = mnist_like_victim
     victim_acc = float(np.mean(victim.predict(x_test).argmax(1) == y_test))
+    # measured PyTorch 0.969, TensorFlow 0.955 over 3 kernel variants; smallest margin 0.055 (>= 0.9 needed,
+    # tensorflow/onednn0/2)
     outcome.check("victim accuracy", victim_acc, ">=", 0.9)
     shape = ARCHITECTURES["lenet5"][0 if framework == "pytorch" else 1]
     student = make_classifier(build_model("lenet5", framework, seed=1), input_shape=shape)
@@ -59,8 +61,8 @@ def test_student_learns_an_mnist_like_victim_data_free(framework, mnist_like, mn
     assert attack.queries_used <= 40_000
     # chance is 0.1; before issue 13's fix (a generator making pixel-level mid-grey noise, which the victim puts in
     # one or two classes) the PyTorch student stayed there, predicting one class for every test image.
-    # Measured at 40k queries, student (victim): PyTorch 0.930 (0.969) with ATEN_CPU_CAPABILITY=default, 0.919 with
-    # avx2 (this module pins one thread); TensorFlow (0.955) 0.903 / 0.663 with oneDNN off and 1 / 2 threads, 0.891 /
-    # 0.850 with it on. Smallest margin over 0.5 x victim: 0.19 (TensorFlow, oneDNN off, 2 threads: ratio 0.69).
+    # measured PyTorch 0.919-0.93, TensorFlow 0.663 over 3 kernel variants; smallest margin 0.185 (0.663 >= 0.478 there,
+    # tensorflow/onednn0/2)
     outcome.check("student accuracy, vs 0.5 x victim's", student_acc, ">=", 0.5 * victim_acc)
+    # measured PyTorch 10, TensorFlow 10 over 3 kernel variants; smallest margin 2 (>= 8 needed, pytorch/avx2/1)
     outcome.check("classes the student predicts", len(np.unique(student.predict(x_test).argmax(1))), ">=", 8)
