@@ -159,6 +159,8 @@ class Run:
             if same(old.get("config") or {}):
                 self.rows = old.get("rows", [])
                 self.previous_wall = float(old.get("wall_s", 0.0))
+                if old.get("train_seconds"):  # the cached weights' training times, measured by the earlier run
+                    self.data["train_seconds"] = dict(old["train_seconds"])
                 if old.get("merged_from"):
                     self.data["merged_from"] = old["merged_from"]
                 earlier = list(old.get("resumed_from") or [])

@@ -204,6 +204,7 @@ def test_harness_resumes_finished_rows(tmp_path, monkeypatch):
 
     run = common.Run("x", args, {"citation": "c"})
     run.row("a", lambda: compute(1))
+    run.data["train_seconds"] = {"model": 5.0}  # what trained() records when it trains
     run.finish()
     data = json.loads((tmp_path / "x.json").read_text())
     assert data["rows"][0] == {"key": "a", "value": 1.0, "seconds": data["rows"][0]["seconds"]}
@@ -219,6 +220,8 @@ def test_harness_resumes_finished_rows(tmp_path, monkeypatch):
     assert calls == [1, 3]
     # the file keeps the earlier command, whose rows the new command alone would not recompute
     assert json.loads((tmp_path / "x.json").read_text())["resumed_from"] == [data["command"]]
+    # and the training times of the earlier run (a resumed run loads its weights from the cache, training nothing)
+    assert json.loads((tmp_path / "x.json").read_text())["train_seconds"] == {"model": 5.0}
     # another configuration starts afresh
     args.n = 4
     run = common.Run("x", args, {}, selectors=("seeds",))
