@@ -236,7 +236,8 @@ def choosing_table(items: list[tuple[str, dict[str, Any]]], list_table: Table) -
             "The networks were **not** trained under Gaussian noise, as Cohen et al. train theirs: this is what "
             "smoothing gives on these networks, not its best. With n samples no radius above sigma x "
             "Phi^-1(alpha^(1/n)) can be certified (about 2.46 sigma at n=1000, alpha 0.001). The time is that of "
-            "smoothing's certify over the certifier's (a fresh one, reading the model included) on the same inputs.",
+            "smoothing's certify over the certifier's (a fresh one, reading the model included) on the same inputs, "
+            "one run each on a shared machine: read it as an order of magnitude.",
             "",
         ]
         lines += list_table(smoothed, SMOOTHING_COLUMNS)
