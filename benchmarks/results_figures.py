@@ -184,6 +184,30 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
             "DFME ablation on MNIST: loss and directions m",
         )
         made.append(("dfme_ablation.png", "DFME ablation: accuracy against queries per loss and m"))
+    # ART's randomized smoothing of a certified-training network beside the certifier on the same inputs
+    # (benchmarks/smoothing.py's rows): one line per noise scale and one for the certifier, per result file
+    series = []
+    for _, data in items:
+        smoothed = [r for r in _rows(data) if str(r.get("key", "")).startswith("randomized_smoothing/")]
+        if not smoothed or data.get("quick"):
+            continue
+        what = f"{str(smoothed[0]['key']).split('/')[1].split()[0]}, {_describe(data, 'framework')}"
+        x, y = _points(smoothed[0].get("lipschitz_curve"), "radius", "accuracy")
+        if x:
+            series.append((f"{what}: certifier", x, y))
+        for r in smoothed:
+            x, y = _points(r.get("certified_curve"), "radius", "accuracy")
+            if x:
+                series.append((f"{what}: smoothing, sigma {float(r['sigma']):g}", x, y))
+    if series:
+        plot(
+            os.path.join(plots_dir, "smoothing_vs_certifier.png"),
+            series,
+            "l2 radius",
+            "certified accuracy",
+            "ART's randomized smoothing and the certifier, same networks and inputs",
+        )
+        made.append(("smoothing_vs_certifier.png", "certified accuracy of ART's smoothing and of the certifier"))
     lines = []
     for name, alt in made:
         lines += [

@@ -98,6 +98,8 @@ def _smoothing_row(sigma, certified, abstentions, max_radius, inputs=500):
         "max_radius": max_radius,
         "seconds_smoothing": 300.0,
         "seconds_lipschitz": 20.0,
+        "certified_curve": [{"radius": 0.3, "accuracy": certified[0]}, {"radius": 1.58, "accuracy": certified[1]}],
+        "lipschitz_curve": [{"radius": 0.3, "accuracy": 0.8}, {"radius": 1.58, "accuracy": 0.3}],
     }
 
 
@@ -119,3 +121,6 @@ def test_smoothing_side_by_side_from_the_json(tmp_path, render):
     assert cells[0]["certifier on the same inputs: 0.3 / 1.58"] == "80.0% / 30.0%"
     assert cells[0]["smoothing / certifier time"] == "15x"
     assert "**not** trained under Gaussian noise" in text and "has not been measured" not in text
+    # and the curves are drawn on the results page
+    assert (tmp_path / "results" / "smoothing_vs_certifier.png").stat().st_size > 1000
+    assert ".. image:: results/smoothing_vs_certifier.png" in (tmp_path / "results.rst").read_text()
