@@ -197,9 +197,9 @@ def test_two_gloo_processes_match_one(tmp_path, digits_cnn_classifier, outcome):
     assert ranks[1]["bare_hybrid"]["files"] == []
     # The same global batches: the one-process student, up to floating-point noise.
     r0, single = ranks[0]["ddp"], singles["ddp"]
-    # measured PyTorch 0.836-0.847 over 3 kernel variants; smallest margin 0.236 (>= 0.6 needed, pytorch/avx2/1)
+    # measured PyTorch 0.836-0.85 over 4 kernel variants; smallest margin 0.236 (>= 0.6 needed, pytorch/avx2/1)
     outcome.check("one-process DDP student accuracy", single["accuracy"], ">=", 0.6)
-    # measured PyTorch 0.0028-0.011 over 3 kernel variants; smallest margin 0.019 (<= 0.03 needed, pytorch/default/1)
+    # measured PyTorch 0.0028-0.014 over 4 kernel variants; smallest margin 0.016 (<= 0.03 needed, pytorch/avx2/2)
     outcome.check("|two ranks - one process| student accuracy", abs(r0["accuracy"] - single["accuracy"]), "<=", 0.03)
     # A failure on rank 0 stops every rank (no hang), with rank 0's student everywhere and its query count.
     f0, f1 = ranks[0]["failure"], ranks[1]["failure"]
