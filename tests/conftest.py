@@ -109,6 +109,15 @@ def digits(channels_first):
     return load_digits(channels_first=channels_first)
 
 
+@pytest.fixture(scope="session")
+def digits_npz(digits, tmp_path_factory):
+    """The digits test split as an ``.npz`` with arrays ``x`` and ``y`` (the audit's DATA), its path."""
+    _, (x_test, y_test), _, _ = digits
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x=x_test, y=y_test)
+    return str(path)
+
+
 def _trained(framework, digits, architecture, nb_epochs, seed=0):
     from art_ext.models import ARCHITECTURES, build_model, make_classifier
 

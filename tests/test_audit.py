@@ -23,14 +23,6 @@ MASKING = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def digits_npz(digits, tmp_path_factory):
-    _, (x_test, y_test), _, _ = digits
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, x=x_test, y=y_test)
-    return str(path)
-
-
 def _check_outputs(out, budget_minutes=BUDGET_MINUTES, certifiable=None):
     for name in ("report.md", "report.html", "results.json"):
         assert (out / name).stat().st_size > 1000, name

@@ -16,14 +16,6 @@ from art_ext.evaluations import audit
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture(scope="module")
-def digits_npz(digits, tmp_path_factory):
-    _, (x_test, y_test), _, _ = digits
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, x=x_test, y=y_test)
-    return str(path)
-
-
 @pytest.fixture()
 def endpoint(digits_cnn_classifier):
     srv = serve_in_thread(digits_cnn_classifier, max_batch=128, model_name="digits")

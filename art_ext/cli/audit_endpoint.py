@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from art_ext.cli.options import add_endpoint_options
+
 __all__ = ["add_endpoint_arguments", "check_endpoint_arguments", "is_url", "load_endpoint"]
 
 #: MODEL options that describe a saved model, meaningless for an endpoint.
@@ -33,15 +35,7 @@ def add_endpoint_arguments(p: argparse.ArgumentParser) -> None:
         help="most inputs sent to the model in the whole audit: the model is then audited through its answers only "
         "(always so for a URL); clean accuracy first, then 45%% robustness and 55%% extraction (default: no limit)",
     )
-    g.add_argument("--concurrency", type=int, default=4, help="requests in flight to a URL (default 4)")
-    g.add_argument("--rate-limit", type=float, default=None, help="most requests started per second to a URL")
-    g.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="HTTP header sent with every request to a URL, e.g. 'Authorization: Bearer TOKEN' (repeatable)",
-    )
+    add_endpoint_options(g, " to a URL")
 
 
 def check_endpoint_arguments(args: argparse.Namespace) -> None:
@@ -51,10 +45,6 @@ def check_endpoint_arguments(args: argparse.Namespace) -> None:
 
     if args.max_queries is not None and args.max_queries <= 0:
         raise ValueError(f"--max-queries must be a positive integer, got {args.max_queries}.")
-    if args.concurrency <= 0:
-        raise ValueError(f"--concurrency must be a positive integer, got {args.concurrency}.")
-    if args.rate_limit is not None and not args.rate_limit > 0:
-        raise ValueError(f"--rate-limit must be positive, got {args.rate_limit}.")
     if not is_url(args.model):
         given = [o for o, a in (("--header", args.header), ("--rate-limit", args.rate_limit)) if a]
         if given:

@@ -9,7 +9,13 @@ import argparse
 
 from art_ext.cli.experiments.dfme import DATASETS, VICTIM_EPOCHS, load_dataset, steal, train_victim
 from art_ext.cli.main import add_common_arguments, add_framework_argument
-from art_ext.cli.options import check_out_dir, non_negative_float, positive_float, positive_int, status
+from art_ext.cli.options import (
+    add_endpoint_options,
+    check_out_dir,
+    non_negative_float,
+    positive_int,
+    status,
+)
 
 __all__ = ["DATASETS", "add_parser", "load_dataset", "run", "steal", "train_victim"]
 
@@ -74,15 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write-ahead query ledger folder: a crashed or interrupted run started again with the same options "
         "replays the answers already paid for instead of asking (and paying) again",
     )
-    remote.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight (default 4)")
-    remote.add_argument("--rate-limit", type=positive_float, default=None, help="most requests started per second")
-    remote.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="HTTP header sent with every request, e.g. 'Authorization: Bearer TOKEN' (repeatable)",
-    )
+    add_endpoint_options(remote)
     remote.add_argument(
         "--clip-values",
         default=None,

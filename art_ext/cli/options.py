@@ -52,6 +52,21 @@ def at_least(low: int) -> Callable[[str], int]:
     return _number(int, low, True, f"an integer >= {low}")
 
 
+def add_endpoint_options(group: argparse._ActionGroup, where: str = "") -> None:
+    """``--concurrency``, ``--rate-limit`` and ``--header`` of a command that queries an endpoint (`where` ends the help)."""
+    group.add_argument("--concurrency", type=positive_int, default=4, help=f"requests in flight{where} (default 4)")
+    group.add_argument(
+        "--rate-limit", type=positive_float, default=None, help=f"most requests started per second{where}"
+    )
+    group.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help=f"HTTP header sent with every request{where}, e.g. 'Authorization: Bearer TOKEN' (repeatable)",
+    )
+
+
 def float_list(text: str) -> list[float]:
     """``type=`` of a comma-separated list of positive numbers, e.g. ``0.1,0.2``."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
