@@ -79,14 +79,17 @@ def _describe(data: dict[str, Any], *keys: str) -> str:
     return ", ".join(parts)
 
 
-def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: str) -> list[str]:
-    """The papers' figures redrawn from the JSON, two a row."""
-    os.makedirs(plots_dir, exist_ok=True)
-    by_stem = dict(items)
-    made: list[tuple[str, str]] = []
-    # verified accuracy against radius: one line per LMT configuration (mean over its seeds), the plain networks
+class Figure(dict):
+    """One figure of the page: its file, alt text and :func:`plot`'s arguments (``series`` first)."""
+
+    def __init__(self, name: str, alt: str, series: list, xlabel: str, ylabel: str, title: str, **options) -> None:
+        super().__init__(name=name, alt=alt, series=series, xlabel=xlabel, ylabel=ylabel, title=title, **options)
+
+
+def _verified_vs_radius(items, by_stem) -> Figure:
+    """One line per LMT/GloRo configuration (mean over its seeds), the plain networks, the papers' points."""
     series, anchors = [], []
-    for group in configurations(items, TARGETS[1]):  # LMT and GloRo training, one line per configuration
+    for group in configurations(items, TARGETS[1]):
         data = by_stem[group["stems"][0]]
         x, y = _mean_curve([_points(r.get("certified_curve"), "radius", "accuracy") for r in group["rows"]])
         if x:
@@ -98,17 +101,19 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
     for stem, r in plain[:2]:
         x, y = _points(r["certified_curve"], "radius", "accuracy")
         series.append((f"plain, {_describe(by_stem[stem], 'architecture', 'epochs')}", x, y))
-    if series:
-        plot(
-            os.path.join(plots_dir, "lmt_verified_vs_radius.png"),
-            series,
-            "l2 radius",
-            "verified accuracy",
-            "Verified accuracy against l2 radius (MNIST test set)",
-            anchors=anchors,
-        )
-        made.append(("lmt_verified_vs_radius.png", "verified accuracy against l2 radius"))
-    # VAT error against epochs (per-epoch test error, recorded for the plot only: nothing is selected on it)
+    return Figure(
+        "lmt_verified_vs_radius.png",
+        "verified accuracy against l2 radius",
+        series,
+        "l2 radius",
+        "verified accuracy",
+        "Verified accuracy against l2 radius (MNIST test set)",
+        anchors=anchors,
+    )
+
+
+def _vat_vs_epochs(items, by_stem) -> Figure:
+    """Per-epoch test error, recorded for the plot only: nothing is selected on it."""
     series, vat_paper = [], None
     for target in TARGETS:
         if target.bench != "vat_mnist":
@@ -120,34 +125,39 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
                 what = _describe(data, "epochs", "lr_schedule")
                 series.append((f"{group['rows'][0]['method']}, {what} ({_seeds(len(group['rows']))})", x, y))
             vat_paper = vat_paper or ((data.get("paper") or {}).get("test_error_100_labels") or {}).get("VAT")
-    if series:
-        hlines = [("VAT, paper: 1.36%", vat_paper)] if vat_paper else []
-        plot(
-            os.path.join(plots_dir, "vat_error_vs_epochs.png"),
-            series,
-            "epochs over the unlabelled images",
-            "test error (100 labels)",
-            "VAT test error against epochs (MNIST, 100 labels)",
-            hlines=hlines,
-        )
-        made.append(("vat_error_vs_epochs.png", "VAT test error against epochs"))
-    labels = {}
+    return Figure(
+        "vat_error_vs_epochs.png",
+        "VAT test error against epochs",
+        series,
+        "epochs over the unlabelled images",
+        "test error (100 labels)",
+        "VAT test error against epochs (MNIST, 100 labels)",
+        hlines=[("VAT, paper: 1.36%", vat_paper)] if vat_paper else [],
+    )
+
+
+def _vat_vs_labels(items, by_stem) -> Figure:
+    """Drawn where some method was run with several label counts."""
+    labels: dict[str, dict[float, float]] = {}
     for _, data in items:
         for r in _rows(data):
             if {"method", "labels", "error"} <= set(r) and not data.get("quick"):
                 labels.setdefault(str(r["method"]), {})[float(r["labels"])] = float(r["error"])
-    if any(len(v) > 1 for v in labels.values()):
-        series = [(m, sorted(v), [v[k] for k in sorted(v)]) for m, v in labels.items()]
-        plot(
-            os.path.join(plots_dir, "vat_error_vs_labels.png"),
-            series,
-            "labelled images",
-            "test error",
-            "VAT test error against labels",
-            logx=True,
-        )
-        made.append(("vat_error_vs_labels.png", "VAT test error against labelled images"))
-    # DFME accuracy against queries
+    series = [(m, sorted(v), [v[k] for k in sorted(v)]) for m, v in labels.items()]
+    series = series if any(len(v) > 1 for v in labels.values()) else []
+    return Figure(
+        "vat_error_vs_labels.png",
+        "VAT test error against labelled images",
+        series,
+        "labelled images",
+        "test error",
+        "VAT test error against labels",
+        logx=True,
+    )
+
+
+def _dfme_vs_queries(items, by_stem) -> Figure:
+    """The paper-scale runs and the ablation's main row (l1, m=1, 200k), undefended victims only."""
     series = []
     for _, data in items:
         for r in _rows(data):
@@ -159,33 +169,39 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
                     series.append((f"art_ext pytorch, 200k, seed {r['seed']}", x, y))
             else:
                 series.append((f"{r['thief']}, {r['queries'] / 1e6:.1f}M", x, y))
-    if series:
-        plot(
-            os.path.join(plots_dir, "dfme_accuracy_vs_queries.png"),
-            series,
-            "queries to the victim",
-            "student accuracy / victim accuracy",
-            "DFME on MNIST: accuracy against queries",
-            logx=True,
-            hlines=[("0.97x", 0.97)],
-        )
-        made.append(("dfme_accuracy_vs_queries.png", "DFME student accuracy against queries"))
+    return Figure(
+        "dfme_accuracy_vs_queries.png",
+        "DFME student accuracy against queries",
+        series,
+        "queries to the victim",
+        "student accuracy / victim accuracy",
+        "DFME on MNIST: accuracy against queries",
+        logx=True,
+        hlines=[("0.97x", 0.97)],
+    )
+
+
+def _dfme_ablation(items, by_stem) -> Figure:
     series = []
     for r in ablation_rows(items):
         x, y = _points(r.get("curve"), "queries", "ratio")
         if x and r.get("budget") != 200_000:
             series.append((f"loss {r['loss']}, m={r['n_directions']}, seed {r['seed']}", x, y))
-    if series:
-        plot(
-            os.path.join(plots_dir, "dfme_ablation.png"),
-            series,
-            "queries to the victim",
-            "student accuracy / victim accuracy",
-            "DFME ablation on MNIST: loss and directions m",
-        )
-        made.append(("dfme_ablation.png", "DFME ablation: accuracy against queries per loss and m"))
-    # ART's randomized smoothing of a certified-training network beside the certifier on the same inputs
-    # (benchmarks/smoothing.py's rows): one line per noise scale and one for the certifier, per result file
+    return Figure(
+        "dfme_ablation.png",
+        "DFME ablation: accuracy against queries per loss and m",
+        series,
+        "queries to the victim",
+        "student accuracy / victim accuracy",
+        "DFME ablation on MNIST: loss and directions m",
+    )
+
+
+def _smoothing_vs_certifier(items, by_stem) -> Figure:
+    """
+    ART's randomized smoothing of a certified-training network beside the certifier on the same inputs
+    (benchmarks/smoothing.py's rows): one line per noise scale and one for the certifier, per result file.
+    """
     series = []
     for _, data in items:
         smoothed = [r for r in _rows(data) if str(r.get("key", "")).startswith("randomized_smoothing/")]
@@ -199,17 +215,38 @@ def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: 
             x, y = _points(r.get("certified_curve"), "radius", "accuracy")
             if x:
                 series.append((f"{what}: smoothing, sigma {float(r['sigma']):g}", x, y))
-    if series:
-        plot(
-            os.path.join(plots_dir, "smoothing_vs_certifier.png"),
-            series,
-            "l2 radius",
-            "certified accuracy",
-            "ART's randomized smoothing and the certifier, same networks and inputs",
-        )
-        made.append(("smoothing_vs_certifier.png", "certified accuracy of ART's smoothing and of the certifier"))
+    return Figure(
+        "smoothing_vs_certifier.png",
+        "certified accuracy of ART's smoothing and of the certifier",
+        series,
+        "l2 radius",
+        "certified accuracy",
+        "ART's randomized smoothing and the certifier, same networks and inputs",
+    )
+
+
+#: The page's figures, in order; one without a series is left out.
+FIGURES = (
+    _verified_vs_radius,
+    _vat_vs_epochs,
+    _vat_vs_labels,
+    _dfme_vs_queries,
+    _dfme_ablation,
+    _smoothing_vs_certifier,
+)
+
+
+def figures(items: list[tuple[str, dict[str, Any]]], plots_dir: str, plots_rel: str) -> list[str]:
+    """The papers' figures redrawn from the JSON, two a row: reST image directives."""
+    os.makedirs(plots_dir, exist_ok=True)
+    by_stem = dict(items)
     lines = []
-    for name, alt in made:
+    for build in FIGURES:
+        figure = build(items, by_stem)
+        if not figure["series"]:
+            continue
+        name, alt = figure.pop("name"), figure.pop("alt")
+        plot(os.path.join(plots_dir, name), **figure)
         lines += [
             f".. image:: {plots_rel}/{name}",
             f"   :alt: {alt}",

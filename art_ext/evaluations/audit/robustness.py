@@ -60,7 +60,12 @@ def _has_multiprocess() -> bool:
 
 
 def _seconds(ctx, params) -> float:
-    c, n, seconds = ctx.cost, params["n"], 0.0
+    return sum(_attack_seconds(ctx, params).values())
+
+
+def _attack_seconds(ctx, params) -> dict:
+    """Estimated seconds of each attack in ``params["attacks"]`` over every norm and eps."""
+    c, n, seconds = ctx.cost, params["n"], {}
     apgd = 2 if ctx.nb_classes > 2 else 1
     for norm in ctx.norms:
         per_eps = {
@@ -77,7 +82,7 @@ def _seconds(ctx, params) -> float:
         # queries in one call and about 25 single-input queries of the binary and step-size searches.
         once = n * (params["hsj_iter"] * (c.f(100, calls=1) + c.f(25, calls=25)) + c.f(40, calls=40))
         for key in params["attacks"]:
-            seconds += once if key == "hopskipjump" else len(ctx.eps[norm]) * per_eps[key]
+            seconds[key] = seconds.get(key, 0.0) + (once if key == "hopskipjump" else len(ctx.eps[norm]) * per_eps[key])
     return seconds
 
 
@@ -91,7 +96,7 @@ def _queries(ctx, params) -> int:
     for norm in ctx.norms:
         if "square" in params["attacks"]:
             total += len(ctx.eps[norm]) * n * (3 * params["square_iter"] + 4)
-            total += 0 if norm in ctx.cost.square_iteration else 18 * ctx.cost.probe_size
+            total += 0 if norm in ctx.cost.square_iteration else 24 * ctx.cost.probe_size
         if "hopskipjump" in params["attacks"]:
             total += n * (params["hsj_iter"] * 125 + 41)
     return total + (0 if "clean_predictions" in ctx.shared else n)
@@ -260,19 +265,22 @@ def run(ctx, params, section) -> None:
     robust_all = {norm: [clean.copy() for _ in curves[norm]["eps"]] for norm in ctx.norms}
     left_out = dict(params["left_out"])
     bar = tqdm(total=total, desc="robustness", disable=not ctx.verbose)
-    done = []
+    done, timing, estimates = [], {}, _attack_seconds(ctx, params)
     for key in attacks:  # cheapest first: past the section's deadline, the remaining attacks are left out
         if done and ctx.past_deadline():
             left_out[key] = "the section ran past its share of the time budget"
             section.shrunk.append(f"{_LABELS[key]} left out: the section ran past its share of the time budget")
             bar.update(sum(len(ctx.eps[norm]) for norm in ctx.norms))
             continue
+        start = time.perf_counter()
         try:
             per_norm = _run_attack(ctx, key, x, y, onehot, clean, params, rng, section, bar)
         except QueryBudgetExhausted as exhausted:
             left_out[key] = f"stopped: {exhausted}"
             section.shrunk.append(f"{_LABELS[key]} stopped: its share of the query budget ran out")
             continue
+        finally:
+            timing[key] = {"estimated_s": round(estimates[key], 2), "actual_s": round(time.perf_counter() - start, 2)}
         for norm, (accs, oks) in per_norm.items():
             curves[norm]["accuracy"][key] = accs
             for i, ok in enumerate(oks):
@@ -294,6 +302,7 @@ def run(ctx, params, section) -> None:
             "input_kind": ctx.kind.name,
             "attacks_ran": done,
             "attacks_left_out": left_out,
+            "seconds_by_attack": timing,
             "curves": curves,
         }
     )
