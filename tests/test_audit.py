@@ -116,7 +116,7 @@ def test_audit_keras_file(digits_cnn_classifier, digits_npz, tmp_path, outcome):
     out = tmp_path / "report"
     assert main(["audit", str(model_path), "--data", digits_npz, "--out", str(out)] + FAST) == 0
     results = _check_outputs(out, certifiable=True)
-    # measured TensorFlow 0.967 over 1 kernel variant; smallest margin 0.067 (>= 0.9 needed, tensorflow/onednn0/2)
+    # measured TensorFlow 0.967 over 4 kernel variants; smallest margin 0.067 (>= 0.9 needed, tensorflow/onednn0/1)
     outcome.check("clean accuracy", results["sections"]["clean"]["results"]["accuracy"], ">=", 0.9)
 
 
@@ -185,10 +185,10 @@ def test_lmt_model_has_a_non_trivial_certified_curve(framework, digits, outcome)
     cert = report.section("certification").results
     assert cert["certifiable"] is True and cert["radii"] == [0.0, 0.05, 0.1, 0.2, 0.3]
     curve = cert["certified_accuracy"]
-    # measured PyTorch 0.93, TensorFlow 0.939 over 5 kernel variants; smallest margin 0.13 (>= 0.8 needed,
+    # measured PyTorch 0.93, TensorFlow 0.939 over 8 kernel variants; smallest margin 0.13 (>= 0.8 needed,
     # pytorch/avx2/1)
     outcome.check("certified accuracy at radius 0", curve[0], ">=", 0.8)
-    # measured PyTorch 0.685-0.688, TensorFlow 0.749 over 5 kernel variants; smallest margin 0.385 (>= 0.3 needed,
+    # measured PyTorch 0.685-0.688, TensorFlow 0.749 over 8 kernel variants; smallest margin 0.385 (>= 0.3 needed,
     # pytorch/default/1)
     outcome.check("certified accuracy at l2 radius 0.1", curve[2], ">=", 0.3)  # non-trivial
     assert all(a >= b for a, b in zip(curve, curve[1:])), curve
@@ -346,12 +346,12 @@ def test_autoattack_protocol_in_the_robustness_curves(digits_mlp_classifier, dig
     curves = report.section("robustness").results["curves"]["inf"]["accuracy"]
     assert set(curves) == {"fgsm", "autoattack", "worst_case"}
     auto = curves["autoattack"]
-    # measured PyTorch 0.975, TensorFlow 0.95 over 5 kernel variants; smallest margin 0.15 (>= 0.8 needed,
-    # tensorflow/onednn0/2)
+    # measured PyTorch 0.975, TensorFlow 0.95 over 8 kernel variants; smallest margin 0.15 (>= 0.8 needed,
+    # tensorflow/onednn0/1)
     outcome.check("AutoAttack curve, accuracy at eps 0.05", auto[0], ">=", 0.8)
-    # measured PyTorch 0, TensorFlow 0 over 5 kernel variants; smallest margin 0.1 (<= 0.1 needed, pytorch/avx2/1)
+    # measured PyTorch 0, TensorFlow 0 over 8 kernel variants; smallest margin 0.1 (<= 0.1 needed, pytorch/avx2/1)
     outcome.check("AutoAttack curve, accuracy at eps 0.3", auto[-1], "<=", 0.1)
-    # measured PyTorch 0, TensorFlow 0 over 5 kernel variants; smallest margin 0 (<= 0 needed, pytorch/avx2/1)
+    # measured PyTorch 0, TensorFlow 0 over 8 kernel variants; smallest margin 0 (<= 0 needed, pytorch/avx2/1)
     outcome.check("AutoAttack accuracy at eps 0.3, vs FGSM's", auto[-1], "<=", curves["fgsm"][-1])
 
 

@@ -150,3 +150,40 @@ def test_outcome_check_asserts_with_its_margin_and_records_the_variant(tmp_path,
         first["margin"] == pytest.approx(0.03) and first["passed"] and first["variant"]["ATEN_CPU_CAPABILITY"] == "avx2"
     )
     assert second["margin"] == pytest.approx(-0.1) and not second["passed"]
+
+
+@pytest.fixture(scope="module")
+def comments():
+    spec = importlib.util.spec_from_file_location(
+        "kernel_comments", os.path.join(REPO_ROOT, ".ci", "kernel_comments.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_check_comment_states_what_the_committed_report_measured(comments, capsys):
+    # .ci/kernel_comments.py writes them from .ci/kernel_margins.json: a threshold, a check or a report changed
+    # without the other fails here.
+    assert comments.main([os.path.join(REPO_ROOT, ".ci", "kernel_margins.json"), "--check"]) == 0, capsys.readouterr()
+    assert "not in the report" not in capsys.readouterr().out
+
+
+def test_comment_takes_every_case_and_the_smallest_margin(comments):
+    def row(test, values, thresholds, op=">="):
+        margins = {v: values[v] - thresholds[v] for v in values}
+        worst = min(margins, key=margins.get)
+        return {"test": test, "op": op, "values": values, "thresholds": thresholds, "margins": margins,
+                "smallest_margin": margins[worst], "smallest_margin_variant": worst}  # fmt: skip
+
+    a = row("t.py::test_x[a]", {"pytorch/default/1": 0.91, "tensorflow/onednn0/2": 0.95}, dict.fromkeys(["pytorch/default/1", "tensorflow/onednn0/2"], 0.8))  # fmt: skip
+    b = row("t.py::test_x[b]", {"pytorch/default/1": 0.85, "tensorflow/onednn0/2": 0.97}, dict.fromkeys(["pytorch/default/1", "tensorflow/onednn0/2"], 0.8))  # fmt: skip
+    text = comments.comment([a, b])
+    assert text == (
+        "measured PyTorch 0.85-0.91, TensorFlow 0.95-0.97 over 2 kernel variants x 2 cases; smallest margin 0.05 "
+        "(>= 0.8 needed, pytorch/default/1)"
+    )
+    c = row("t.py::test_y", {"pytorch/avx2/2": 0.5}, {"pytorch/avx2/2": 0.45})
+    c["thresholds"]["pytorch/default/2"], c["values"]["pytorch/default/2"] = 0.4, 0.6
+    c["margins"]["pytorch/default/2"] = 0.2
+    assert comments.comment([c]).endswith("smallest margin 0.05 (0.5 >= 0.45 there, pytorch/avx2/2)")

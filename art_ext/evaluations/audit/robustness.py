@@ -280,7 +280,7 @@ def run(ctx, params, section) -> None:
             section.shrunk.append(f"{_LABELS[key]} stopped: its share of the query budget ran out")
             continue
         finally:
-            timing[key] = {"estimated_s": round(estimates[key], 2), "actual_s": round(time.perf_counter() - start, 2)}
+            timing[key] = {"estimated_s": float(estimates[key]), "actual_s": time.perf_counter() - start}
         for norm, (accs, oks) in per_norm.items():
             curves[norm]["accuracy"][key] = accs
             for i, ok in enumerate(oks):
