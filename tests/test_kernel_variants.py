@@ -14,14 +14,17 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def driver():
-    spec = importlib.util.spec_from_file_location(
-        "kernel_variants", os.path.join(REPO_ROOT, ".ci", "kernel_variants.py")
-    )
+def _ci_module(name: str):
+    """A script of .ci/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, ".ci", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def driver():
+    return _ci_module("kernel_variants")
 
 
 def _plan(envs):
@@ -154,12 +157,7 @@ def test_outcome_check_asserts_with_its_margin_and_records_the_variant(tmp_path,
 
 @pytest.fixture(scope="module")
 def comments():
-    spec = importlib.util.spec_from_file_location(
-        "kernel_comments", os.path.join(REPO_ROOT, ".ci", "kernel_comments.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _ci_module("kernel_comments")
 
 
 def test_every_check_comment_states_what_the_committed_report_measured(comments, capsys):
