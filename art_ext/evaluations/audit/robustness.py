@@ -64,26 +64,27 @@ def _seconds(ctx, params) -> float:
 
 
 def _attack_seconds(ctx, params) -> dict:
-    """Estimated seconds of each attack in ``params["attacks"]`` over every norm and eps."""
-    c, n, seconds = ctx.cost, params["n"], {}
-    apgd = 2 if ctx.nb_classes > 2 else 1
-    for norm in ctx.norms:
+    """
+    Estimated seconds of each attack in ``params["attacks"]`` over every norm and eps (Square is timed on the
+    model only where it runs, alone or inside AutoAttack).
+    """
+    c, n, apgd = ctx.cost, params["n"], 2 if ctx.nb_classes > 2 else 1
+
+    def per_run(key, norm):
+        if key == "hopskipjump":  # one run per norm, one input at a time: per iteration a gradient estimate of up
+            # to 100 queries in one call and about 25 single-input queries of the binary and step-size searches
+            return n * (params["hsj_iter"] * (c.f(100, calls=1) + c.f(25, calls=25)) + c.f(40, calls=40))
+        runs_square = key == "square" or (key == "autoattack" and ctx.kind.square_image)
+        square = c.square(n, params["square_iter"], norm) if runs_square else 0.0
         per_eps = {
             "fgsm": c.g(n) + c.f(n),
             "pgd": 1.3 * params["steps"] * c.g(n) + 2 * c.f(n),
-            "square": c.square(n, params["square_iter"], norm) + c.f(n),
-            "autoattack": params["autoattack"]
-            * (
-                apgd * 1.5 * params["steps"] * c.g(n)
-                + (c.square(n, params["square_iter"], norm) if ctx.kind.square_image else 0.0)
-            ),
+            "square": square + c.f(n),
+            "autoattack": params["autoattack"] * (apgd * 1.5 * params["steps"] * c.g(n) + square),
         }
-        # HopSkipJump: one run per norm, one input at a time: per iteration a gradient estimate of up to 100
-        # queries in one call and about 25 single-input queries of the binary and step-size searches.
-        once = n * (params["hsj_iter"] * (c.f(100, calls=1) + c.f(25, calls=25)) + c.f(40, calls=40))
-        for key in params["attacks"]:
-            seconds[key] = seconds.get(key, 0.0) + (once if key == "hopskipjump" else len(ctx.eps[norm]) * per_eps[key])
-    return seconds
+        return len(ctx.eps[norm]) * per_eps[key]
+
+    return {key: sum(per_run(key, norm) for norm in ctx.norms) for key in params["attacks"]}
 
 
 def _queries(ctx, params) -> int:
