@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import time
 
 import numpy as np
 import pytest
+from _gloo import free_port, spawn_ranks
 
 from art_ext.backend.distributed import (
     DistributedContext,
@@ -165,27 +164,11 @@ def _worker(rank, world, port, out_dir):
     torch.distributed.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.only_with_framework("pytorch")
 def test_two_gloo_processes(tmp_path):
-    import torch.multiprocessing as mp
-
     world = 2
-    ctx = mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=False)
-    deadline = time.monotonic() + 180
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "the gloo processes did not finish in time"
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.terminate()
+    spawn_ranks(_worker, world, str(tmp_path), timeout=180)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world))
     assert r0["context"] == ["pytorch", 0, 2, 0, True] and r1["context"] == ["pytorch", 1, 2, 1, False]
     for r in (r0, r1):
@@ -235,7 +218,7 @@ def test_two_tensorflow_workers():
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
-    ports = [str(_free_port()), str(_free_port())]
+    ports = [str(free_port()), str(free_port())]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _TF_WORKER, str(rank), *ports],
