@@ -91,13 +91,14 @@ def _queries(ctx, params) -> int:
     """
     Most queries of the gradient-free attacks on a black box (ART's Square asks for every input not yet fooled up to
     3 times per iteration, HopSkipJump about ``100 + 25`` per iteration and input), the checks of their answers and
-    the timing of Square on the cost model's probe.
+    the timing of Square on the cost model's probe (runs of 1 and 6 iterations: 3 x the probe at each start and each
+    iteration, 27 x in all).
     """
     n, total = params["n"], 0
     for norm in ctx.norms:
         if "square" in params["attacks"]:
             total += len(ctx.eps[norm]) * n * (3 * params["square_iter"] + 4)
-            total += 0 if norm in ctx.cost.square_iteration else 24 * ctx.cost.probe_size
+            total += 0 if norm in ctx.cost.square_iteration else 27 * ctx.cost.probe_size
         if "hopskipjump" in params["attacks"]:
             total += n * (params["hsj_iter"] * 125 + 41)
     return total + (0 if "clean_predictions" in ctx.shared else n)
