@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("report", help="a report written by .ci/kernel_variants.py --report")
     parser.add_argument("--check", action="store_true", help="change nothing: exit 1 where a comment is out of date")
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.report):
+        parser.error(f"report: no such file {args.report!r} (write one with .ci/kernel_variants.py --report FILE)")
     with open(args.report, encoding="utf-8") as f:
         rows = json.load(f)["checks"]
     stale = []

@@ -155,7 +155,7 @@ class CostModel:
     def square(self, n: int, iterations: int, norm: str = "inf") -> float:
         """Seconds of ART's SquareAttack on `n` inputs for `iterations` iterations (`norm`: ``"inf"`` or ``"2"``)."""
         # ART's Square predicts every input each iteration (not only those still robust): close to linear in n
-        # (LeNet-5 on MNIST, 128 and 500 inputs: 17.8 and 66.9 ms per iteration).
+        # (benchmarks/audit_mnist.py reports Square's actual over estimated time, 500 inputs timed on a probe of 128).
         return iterations * self._square_iteration(norm) * (0.05 + 0.95 * n / max(1, self.probe_size))
 
     def f(self, n: int, calls: float | None = None) -> float:

@@ -44,8 +44,8 @@ def _masking_seconds(ctx, p) -> float:
     seconds += k * ((c.square(m, p["square_max_iter"]) if square else 0.0) + p["noise_samples"] * c.f(m) + 8 * c.f(m))
     if p["surrogate_epochs"] and ctx.spare_size:
         n_train = min(ctx.spare_size, 5000)
-        # a training step costs about one input gradient (LeNet-5 on MNIST: 6.5 s measured for 10 epochs of 5000
-        # inputs where 2 gradients per input estimated 12 s)
+        # a training step costs about one input gradient (two overestimated the masking section of
+        # benchmarks/audit_mnist.py by a quarter)
         seconds += p["surrogate_epochs"] * 1.1 * c.g(n_train, calls=n_train / 64) + k * p["pgd_steps"] * c.g(m)
     return seconds
 
