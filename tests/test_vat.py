@@ -165,6 +165,35 @@ def test_perturbed_passes_do_not_update_batchnorm_statistics(framework, digits):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_restore_best_ends_on_the_epoch_with_the_best_validation_accuracy(framework, digits):
+    from art_ext.backend import get_backend
+    from art_ext.defences.trainer._loop import BestWeights, validation_accuracy
+
+    # The bookkeeping: accuracies 0.5, 0.9, 0.9, 0.7 keep the weights seen at epoch 2 (the earliest best).
+    clf, ops = _mlp(framework), get_backend(framework)
+    best, weights = BestWeights(clf, True), ops.get_weights(clf)
+    for epoch, acc in enumerate((0.5, 0.9, 0.9, 0.7), start=1):
+        ops.set_weights(clf, [w + epoch for w in weights])
+        best.update(acc)
+    assert best.restore() == 2
+    assert all(np.array_equal(a, w + 2) for a, w in zip(ops.get_weights(clf), weights))
+
+    # In fit: validated against shifted labels, the accuracy falls as the model learns the true ones, so the best
+    # epoch comes early and its weights are put back.
+    (x_train, y_train), (x_test, y_test), _, _ = digits
+    idx = _labelled_subset(y_train, 5)
+    val = (x_test[:200], (y_test[:200] + 1) % 10)
+    trainer = VirtualAdversarialTrainer(clf, random_state=0, verbose=False)
+    trainer.fit(x_train[idx], y_train[idx], x_unlabeled=x_train, nb_epochs=4, validation_data=val, restore_best=True)
+    history = trainer.validation_history
+    assert trainer.best_epoch == 1 + int(np.argmax(history))
+    assert validation_accuracy(clf, *val) == pytest.approx(max(history))
+    with pytest.raises(ValueError, match="restore_best"):
+        trainer.fit(x_train[idx], y_train[idx], nb_epochs=1, restore_best=True)
+    with pytest.raises(ValueError, match="restore_best"):
+        trainer.fit(x_train[idx], y_train[idx], nb_epochs=1, validation_data=val, restore_best="yes")
+
+
 def test_bad_inputs_raise_clear_errors(framework, digits):
     (x_train, y_train), _, _, _ = digits
     clf = _mlp(framework)

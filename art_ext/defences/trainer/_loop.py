@@ -45,9 +45,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LR_SCHEDULES",
+    "BestWeights",
     "LoopResult",
     "TrainingLoop",
     "array_batches",
+    "check_restore_best",
     "check_value",
     "generator_batches",
     "set_catch_interrupt",
@@ -156,6 +158,49 @@ def generator_batches(generator: Any, estimator: Any = None) -> Iterable[tuple[n
         x, y = generator.get_batch()
         batch = (np.asarray(x, dtype=np.float32), np.asarray(y))
         yield batch if estimator is None else fit_batch(estimator, batch)
+
+
+def check_restore_best(restore_best: Any, validation: Any) -> bool:
+    """A bool, ``True`` only with validation data, else ``ValueError`` naming ``restore_best``."""
+    if not isinstance(restore_best, bool):
+        raise ValueError(f"`restore_best` must be a bool, got {restore_best!r}.")
+    if restore_best and validation is None:
+        raise ValueError("`restore_best=True` needs `validation_data=(x_val, y_val)` to select on.")
+    return restore_best
+
+
+class BestWeights:
+    """
+    The weights of the epoch with the best validation accuracy so far (the earliest among ties), for a trainer's
+    ``restore_best``: :meth:`update` after each epoch's validation, :meth:`restore` when training ends (an interrupted
+    run included).
+
+    :param classifier: The classifier being trained.
+    :param enabled: ``False`` makes both methods no-ops.
+    """
+
+    def __init__(self, classifier: Any, enabled: bool) -> None:
+        self._classifier = classifier
+        self._enabled = enabled
+        self._ops = get_backend(classifier) if enabled else None
+        self._weights: list[np.ndarray] | None = None
+        self._best = -np.inf
+        self._epochs = 0
+        self.best_epoch: int | None = None
+
+    def update(self, accuracy: float) -> None:
+        """Record one epoch's validation accuracy; copy the weights when it is the best so far."""
+        self._epochs += 1
+        if self._enabled and accuracy > self._best:
+            self._best, self.best_epoch = accuracy, self._epochs
+            self._weights = self._ops.get_weights(self._classifier)
+
+    def restore(self) -> int | None:
+        """Put the best epoch's weights back (when it was not the last); its 1-based number, or ``None``."""
+        if self._weights is not None and self.best_epoch != self._epochs:
+            self._ops.set_weights(self._classifier, self._weights)
+            logger.info("Restored the weights of epoch %d (best validation accuracy).", self.best_epoch)
+        return self.best_epoch
 
 
 def validation_accuracy(classifier: Any, x_val: np.ndarray, y_val: np.ndarray, batch_size: int = 128) -> float:

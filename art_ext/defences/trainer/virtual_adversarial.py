@@ -22,8 +22,10 @@ from art_ext.backend.virtual_adversarial import (
 from art_ext.defences.trainer._defaults import DEFAULT_TEXT_EPS
 from art_ext.defences.trainer._distributed import aux_forward, epoch_indices, rank_share, split_rng
 from art_ext.defences.trainer._loop import (
+    BestWeights,
     TrainingLoop,
     check_lr_schedule,
+    check_restore_best,
     check_validation_data,
     check_value,
     fit_batch,
@@ -127,6 +129,8 @@ class VirtualAdversarialTrainer(Trainer):
         self.history: list[float] = []
         #: Accuracy on `validation_data` after each epoch of the last fit.
         self.validation_history: list[float] = []
+        #: The epoch (1-based) whose weights ``fit(..., restore_best=True)`` kept; ``None`` otherwise.
+        self.best_epoch: int | None = None
         #: Whether Ctrl-C stopped the last fit (the weights trained so far are kept).
         self.interrupted = False
         self.eps_: float | None = eps
@@ -257,6 +261,10 @@ class VirtualAdversarialTrainer(Trainer):
         :param labeled_batch_size: Labelled batch size with `x_unlabeled` (default ``min(batch_size, len(x))``).
         :param validation_data: Optional ``(x_val, y_val)`` (images): accuracy after each epoch, recorded in
                                 :attr:`validation_history` and shown in the progress bar.
+        :param restore_best: With `validation_data`, ``True`` ends training (or an interrupted run) on the weights
+                             of the epoch with the best validation accuracy (the earliest among ties), recorded in
+                             :attr:`best_epoch`, as Keras' ``EarlyStopping(restore_best_weights=True)``. Default
+                             ``False``: the weights of the last epoch.
         :param catch_interrupt: ``False`` lets Ctrl-C raise ``KeyboardInterrupt``; by default training stops with a
                                 warning, keeps the weights so far and sets :attr:`interrupted`.
         """
@@ -268,6 +276,7 @@ class VirtualAdversarialTrainer(Trainer):
         if x_unlabeled is not None:
             x_unlabeled = self._check_x(x_unlabeled, "x_unlabeled")
         validation = None if self.is_text else check_validation_data(clf, kwargs.get("validation_data"))
+        restore_best = check_restore_best(kwargs.get("restore_best", False), validation)
         n_l = len(x)
         if labeled_batch_size is None:
             labeled_batch_size = min(batch_size, n_l)
@@ -300,7 +309,7 @@ class VirtualAdversarialTrainer(Trainer):
                     idx_l = next_labeled(labeled_batch_size)
                     yield self._batch(x[idx_l], y[idx_l], x_unlabeled[idx])
 
-        self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"))
+        self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"), restore_best)
 
     def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs) -> None:
         """
@@ -310,10 +319,12 @@ class VirtualAdversarialTrainer(Trainer):
         :param generator: An ART ``DataGenerator``.
         :param nb_epochs: Number of epochs (``ceil(size / batch_size)`` batches each).
         :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit`.
+        :param restore_best: As in :meth:`fit`.
         """
         clf = self._classifier
         check_value(nb_epochs, "nb_epochs", integer=True)
         validation = check_validation_data(clf, kwargs.get("validation_data"))
+        restore_best = check_restore_best(kwargs.get("restore_best", False), validation)
         first = next(iter(generator_batches(generator)))
         self._prepare(self._check_x(first[0], "generator batch"))
 
@@ -322,7 +333,7 @@ class VirtualAdversarialTrainer(Trainer):
                 xb = self._check_x(xb, "generator batch")
                 yield self._batch(xb, check_labels(yb, clf.nb_classes, len(xb), name="generator labels"))
 
-        self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"))
+        self._run(batches, nb_epochs, validation, kwargs.get("catch_interrupt"), restore_best)
 
     def _prepare(self, x_sample: np.ndarray) -> None:
         clf = self._classifier
@@ -342,7 +353,9 @@ class VirtualAdversarialTrainer(Trainer):
             y_l = y_l.argmax(axis=1)
         return (x_l if x_u is None else np.concatenate([x_l, x_u])), y_l
 
-    def _run(self, batches: Any, nb_epochs: int, validation: Any, catch_interrupt: Any) -> None:
+    def _run(
+        self, batches: Any, nb_epochs: int, validation: Any, catch_interrupt: Any, restore_best: bool = False
+    ) -> None:
         ops, clf = self._ops, self._classifier
         device = ops.device_of(clf)
         loop = TrainingLoop(
@@ -356,12 +369,14 @@ class VirtualAdversarialTrainer(Trainer):
             input_dtypes=("int64" if self.is_text else "float32", "int64"),
         )
         self.validation_history = []
+        best = BestWeights(clf, restore_best)
 
         def on_epoch_end(epoch: int, loss: float) -> dict | None:
             if validation is None:
                 return None
             acc = validation_accuracy(clf, validation[0], validation[1])
             self.validation_history.append(acc)
+            best.update(acc)
             return {"val_acc": f"{acc:.3f}"}
 
         def loss_fn(xb, yb):
@@ -370,6 +385,7 @@ class VirtualAdversarialTrainer(Trainer):
         result = loop.run(loss_fn, batches, on_epoch_end)
         self.history.extend(result.history)
         self.interrupted = result.interrupted
+        self.best_epoch = best.restore()
 
     def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
         """
