@@ -345,3 +345,28 @@ def test_cli_distill_quick_writes_report(framework, tmp_path):
     assert data["distilled"]["masking_suspected"] and not data["normal"]["masking_suspected"]
     for f in ("distill_gradient_norms.png", "distill_success_vs_eps.png"):
         assert_png(out / f)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_jsma_split_measures_where_the_softmax_gradient_vanishes(framework, digits, scale):
+    # The cause of JSMA's failure on a distilled network, measured per input: with logits scaled far enough, the
+    # float32 softmax of the target class underflows and its input gradient is exactly zero. No training: a seeded
+    # MLP whose last layer is scaled by `scale`.
+    from art_ext.backend import get_backend
+    from art_ext.evaluations.gradient_masking.sweep import _jsma_success
+
+    _, (x, y), _, _ = digits
+    clf = _mlp(framework, seed=4)
+    ops = get_backend(framework)
+    weights = ops.get_weights(clf)
+    ops.set_weights(clf, weights[:-2] + [w * scale for w in weights[-2:]])
+    x, y = x[:30], clf.predict(x[:30]).argmax(1)
+    out = _jsma_success(clf, x, y, gamma=0.15, seed=0, batch_size=16)
+    zero = out["JSMA (softmax): zero target gradient"]
+    if scale == 1.0:
+        assert zero == 0.0 and np.isnan(out["JSMA (softmax) success, zero gradient"])
+    else:
+        assert zero >= 0.8
+    parts = [(zero, "zero"), (1.0 - zero, "non-zero")]
+    total = sum(w * out[f"JSMA (softmax) success, {k} gradient"] for w, k in parts if w > 0)
+    assert out["JSMA (softmax)"] == pytest.approx(total)

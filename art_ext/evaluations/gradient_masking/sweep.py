@@ -211,7 +211,11 @@ def temperature_sweep(
 
 
 def _jsma_success(clf: Any, x: np.ndarray, y: np.ndarray, gamma: float, seed: int | None, batch_size: int) -> dict:
-    """Targeted JSMA success on the softmax (Papernot's setting) and on the logits (random targets != y)."""
+    """
+    Targeted JSMA success on the softmax (Papernot's setting) and on the logits (random targets != y), and why the
+    softmax attack fails: the share of inputs whose softmax target-class gradient is exactly zero in the model's
+    precision (JSMA then has no feature to pick), with the success rate on each side of that split.
+    """
     from art.attacks.evasion import SaliencyMapMethod
 
     from art_ext.estimators.classification.utils import to_probability_classifier
@@ -228,5 +232,21 @@ def _jsma_success(clf: Any, x: np.ndarray, y: np.ndarray, gamma: float, seed: in
         x_adv = SaliencyMapMethod(model, theta=1.0, gamma=gamma, batch_size=batch_size, verbose=False).generate(
             x, onehot
         )
-        out[name] = float(np.mean(predict_in_batches(clf, x_adv, batch_size).argmax(1) == targets))
+        hit = predict_in_batches(clf, x_adv, batch_size).argmax(1) == targets
+        out[name] = float(np.mean(hit))
+        if name == "JSMA (softmax)":
+            out.update(_softmax_saturation(model, x, targets, hit, batch_size))
     return out
+
+
+def _softmax_saturation(model: Any, x: np.ndarray, targets: np.ndarray, hit: np.ndarray, batch_size: int) -> dict:
+    """Share of inputs whose target-class probability has an all-zero input gradient, and JSMA's success on each side."""
+    zero = np.zeros(len(x), dtype=bool)
+    for i in range(0, len(x), batch_size):
+        grad = np.asarray(model.class_gradient(x[i : i + batch_size], label=targets[i : i + batch_size]))
+        zero[i : i + batch_size] = ~np.any(grad.reshape(len(grad), -1) != 0, axis=1)
+    return {
+        "JSMA (softmax): zero target gradient": float(np.mean(zero)),
+        "JSMA (softmax) success, zero gradient": float(np.mean(hit[zero])) if zero.any() else float("nan"),
+        "JSMA (softmax) success, non-zero gradient": float(np.mean(hit[~zero])) if (~zero).any() else float("nan"),
+    }
