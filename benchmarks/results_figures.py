@@ -113,25 +113,28 @@ def _verified_vs_radius(items, by_stem) -> Figure:
 
 
 def _vat_vs_epochs(items, by_stem) -> Figure:
-    """Per-epoch test error, recorded for the plot only: nothing is selected on it."""
+    """Per-epoch test error, recorded for the plot only (nothing is selected on it), or per-epoch error on the
+    held-out validation split that selected the epoch."""
     series, vat_paper = [], None
     for target in TARGETS:
         if target.bench != "vat_mnist":
             continue
         for group in configurations(items, target):
             data = by_stem[group["stems"][0]]
-            x, y = _mean_curve([_points(r.get("error_curve"), "epoch", "error") for r in group["rows"]])
-            if x:
-                what = _describe(data, "epochs", "lr_schedule")
-                series.append((f"{group['rows'][0]['method']}, {what} ({_seeds(len(group['rows']))})", x, y))
+            for key, split in (("error_curve", "test"), ("validation_error_curve", "held-out validation")):
+                x, y = _mean_curve([_points(r.get(key), "epoch", "error") for r in group["rows"]])
+                if x:
+                    what = _describe(data, "epochs", "lr_schedule")
+                    seeds = _seeds(len(group["rows"]))
+                    series.append((f"{group['rows'][0]['method']}, {what}, {split} ({seeds})", x, y))
             vat_paper = vat_paper or ((data.get("paper") or {}).get("test_error_100_labels") or {}).get("VAT")
     return Figure(
         "vat_error_vs_epochs.png",
-        "VAT test error against epochs",
+        "VAT error against epochs",
         series,
         "epochs over the unlabelled images",
-        "test error (100 labels)",
-        "VAT test error against epochs (MNIST, 100 labels)",
+        "error (100 labels)",
+        "VAT error against epochs (MNIST, 100 labels; test or held-out validation)",
         hlines=[("VAT, paper: 1.36%", vat_paper)] if vat_paper else [],
     )
 

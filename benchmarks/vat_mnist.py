@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--curve", action="store_true", help="record the test error after every epoch of VAT (a curve per row)"
     )
+    p.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="labelled training images held out (a seeded draw, never trained on) to select the epoch of VAT on: "
+        "the weights of the epoch with the lowest error on them are kept (restore_best). 0: the last epoch's weights",
+    )
     p.add_argument("--art-inputs", type=int, default=4, help="inputs for the ART speed comparison (0: skip)")
     args = p.parse_args(argv)
     if args.quick:
@@ -73,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     cf = args.framework == "pytorch"
     (x_train, y_train), (x_test, y_test), _, _ = load_mnist(channels_first=cf)
+    held_out = np.random.default_rng(10_000 + args.seed).permutation(len(x_train))[: args.validation]
+    x_val, y_val = x_train[held_out], y_train[held_out]
+    keep = np.setdiff1d(np.arange(len(x_train)), held_out)
+    x_train, y_train = x_train[keep], y_train[keep]
     x_unl = x_train[: args.unlabeled] if args.unlabeled else x_train
     x_test, y_test = x_test[: args.test], y_test[: args.test]
     shape = ARCHITECTURES["lenet5"][0 if cf else 1]
@@ -97,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer = VirtualAdversarialTrainer(clf, eps=args.eps, random_state=args.seed, lr_schedule=schedule, **kwargs)
         start = time.perf_counter()
         if kwargs["alpha"]:
-            extra = {"validation_data": (x_test, y_test)} if args.curve else {}
+            if args.validation:  # selected on the held-out training images; the test set is only measured
+                extra = {"validation_data": (x_val, y_val), "restore_best": True}
+            else:  # a test-error curve for the figure (nothing is selected on it)
+                extra = {"validation_data": (x_test, y_test)} if args.curve else {}
             trainer.fit(x_train[idx], y_train[idx], x_unlabeled=x_unl, nb_epochs=args.epochs, batch_size=128,
                         labeled_batch_size=32, **extra)  # fmt: skip
             n_steps = steps
@@ -108,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
         last["clf"] = clf
         error = 1.0 - float(np.mean(clf.predict(x_test).argmax(1) == y_test))
+        curve = [{"epoch": e + 1, "error": 1.0 - a} for e, a in enumerate(trainer.validation_history)]
+        if args.validation and kwargs["alpha"]:
+            selection = {
+                "selected_epoch": trainer.best_epoch,
+                "selected_on": f"{len(x_val)} training images held out (validation split, seed {args.seed})",
+                "validation_error": 1.0 - max(trainer.validation_history),
+                "validation_error_curve": curve,
+            }
+        else:
+            selection = {"error_curve": curve} if curve else {}
         return {
             "method": name,
             "labels": labels,
@@ -116,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "eps": trainer.eps_,
             "steps": n_steps,
             "seconds_per_step": elapsed / n_steps,
-            **(
-                {"error_curve": [{"epoch": e + 1, "error": 1.0 - a} for e, a in enumerate(trainer.validation_history)]}
-                if trainer.validation_history
-                else {}
-            ),  # fmt: skip
+            **selection,
         }
 
     for labels in [int(v) for v in args.labels.split(",")]:
@@ -151,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     run.finish(
         setting=f"MNIST, {len(x_unl)} unlabelled, {len(x_test)} test images, LeNet-5, {args.epochs} epochs over the "
         f"unlabelled images ({steps} VAT steps), learning rate {args.lr_schedule}, eps "
-        f"{'default' if args.eps is None else args.eps}, {args.framework}",
+        f"{'default' if args.eps is None else args.eps}, {args.framework}"
+        + (
+            f"; the epoch of each VAT model selected on {args.validation} training images held out of both the "
+            "labelled and the unlabelled sets (never on the test set)"
+            if args.validation
+            else ""
+        ),
         **extra,
     )
     return 0
