@@ -15,8 +15,12 @@ The DFME ablation of ``benchmarks/dfme_mnist.py --ablation`` (Truong et al. 2021
   ``logit_rel_error`` its sum over the sum of the centred true logits' absolute values, ``logit_max_error`` the
   largest difference seen and ``floored_share`` the share of probed inputs with a probability under the floor.
 
-Rows are keyed ``<loss>-m<n_directions>-seed<seed>`` in ``benchmarks/results/dfme_mnist_ablation_<budget>.json``;
+Rows are keyed ``<loss>-m<n_directions>-seed<seed>`` in ``benchmarks/results/dfme_<dataset>_ablation_<budget>.json``;
 ``--resume`` keeps the rows already there (runs differing only in ``--seeds``, ``--loss``, ``--directions`` add rows).
+
+``--dataset digits28`` is the second 28x28 data set: scikit-learn's handwritten digits (UCI, 1,797 images of 8x8 from
+other writers than MNIST's, 1,437 train / 360 test), upsampled bilinearly to 28x28, with a LeNet-5 victim trained on
+them for 30 epochs by default; the attack, student and generator are those of the MNIST runs.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from _common import Run  # noqa: E402
 #: every PROBE_EVERY-th predict call has its first PROBE_ROWS inputs compared with the victim's true logits
 PROBE_EVERY, PROBE_ROWS = 5, 128
 _VICTIMS: dict = {}
+DATASET_NAMES = {"mnist": "MNIST", "digits28": "digits (8x8 upsampled to 28x28)"}
 PAPER = {
     "citation": "Truong et al., Data-Free Model Extraction, CVPR 2021, Sec. 5 (l1 vs KL, logit recovery, m)",
     "loss": "l1 on recovered logits (the paper's choice; KL's gradients vanish as the student nears the victim)",
@@ -115,8 +120,24 @@ def whole_batch_victim(victim, meter, probe: QueryProbe):
     )
 
 
-def ablation_row(data_dir, budget, seed, every, victim_epochs, loss, directions) -> dict:
-    """One DFME run (PyTorch, LeNet-5 student, ``generator_28x28``) with `loss` and `directions`; see the module."""
+def load_digits28() -> tuple:
+    """scikit-learn's 8x8 digits upsampled bilinearly to ``(1, 28, 28)`` in [0, 1]: ``(train), (test), 0, 1``."""
+    import torch
+
+    from art_ext.data import load_digits
+
+    (x_train, y_train), (x_test, y_test), _, _ = load_digits(channels_first=True)
+
+    def up(x):
+        out = torch.nn.functional.interpolate(torch.as_tensor(x), size=(28, 28), mode="bilinear", align_corners=False)
+        return out.clamp(0.0, 1.0).numpy().astype(np.float32)
+
+    return (up(x_train), y_train), (up(x_test), y_test), 0.0, 1.0
+
+
+def ablation_row(data_dir, budget, seed, every, victim_epochs, loss, directions, dataset="mnist") -> dict:
+    """One DFME run (PyTorch, LeNet-5 student, ``generator_28x28``) with `loss` and `directions` against the LeNet-5
+    victim of `dataset` (``mnist`` or ``digits28``); see the module."""
     from dfme_mnist import Meter, finish
 
     from art_ext.attacks.extraction import DataFreeModelExtraction
@@ -125,12 +146,13 @@ def ablation_row(data_dir, budget, seed, every, victim_epochs, loss, directions)
     from art_ext.models import ARCHITECTURES, build_generator, build_model, make_classifier, make_generator
     from art_ext.utils import set_seed
 
-    if (seed, victim_epochs) not in _VICTIMS:  # the rows of one process share their seed's victim
+    if (dataset, seed, victim_epochs) not in _VICTIMS:  # the rows of one process share their seed's victim
         set_seed(seed, "pytorch")
-        data = load_dataset("mnist", "pytorch", data_dir)
+        data = load_digits28() if dataset == "digits28" else load_dataset("mnist", "pytorch", data_dir)
+        # "mnist" names the victim's architecture (LeNet-5 on 28x28), the data are `dataset`'s
         victim = train_victim("pytorch", "mnist", data, victim_epochs, seed=seed, probabilities=False)
-        _VICTIMS[(seed, victim_epochs)] = victim, data[1]
-    logits_victim, (x_test, y_test) = _VICTIMS[(seed, victim_epochs)]
+        _VICTIMS[(dataset, seed, victim_epochs)] = victim, data[1]
+    logits_victim, (x_test, y_test) = _VICTIMS[(dataset, seed, victim_epochs)]
     victim = to_probability_classifier(logits_victim)  # shares the weights: the true logits stay at hand
     victim_accuracy = float(np.mean(victim.predict(x_test, batch_size=512).argmax(1) == y_test))
     student = make_classifier(build_model("lenet5", "pytorch", seed=seed + 1), input_shape=ARCHITECTURES["lenet5"][0])
@@ -162,6 +184,7 @@ def ablation_row(data_dir, budget, seed, every, victim_epochs, loss, directions)
     student_accuracy = float(evaluate())
     return dict(
         row,
+        dataset=dataset,
         seed=seed,
         loss=loss,
         n_directions=directions,
@@ -204,7 +227,8 @@ def run_ablation(args, command_argv) -> int:
     directions = [int(m) for m in args.directions.split(",")]
     every = args.every or max(7 * 256, args.budget // 20)
     here = os.path.dirname(os.path.abspath(__file__))
-    out = args.out or os.path.join(here, "results", f"dfme_mnist_ablation_{args.budget}.json")
+    name = f"dfme_{args.dataset}_ablation_{args.budget}"
+    out = args.out or os.path.join(here, "results", f"{name}.json")
     config = argparse.Namespace(
         out=out,
         fresh=not args.resume,
@@ -213,19 +237,20 @@ def run_ablation(args, command_argv) -> int:
         budget=args.budget,
         every=every,
         victim_epochs=args.victim_epochs,
+        **({"dataset": args.dataset} if args.dataset != "mnist" else {}),
         seeds=args.seeds,
         loss=args.loss,
         directions=args.directions,
     )
     notes = (
         "art_ext's DataFreeModelExtraction with its defaults but loss and n_directions, PyTorch, no validation data; "
-        "student measured on the MNIST test set outside the thief. Logit-recovery error on a sample of the generated "
+        f"student measured on the {DATASET_NAMES[args.dataset]} test set outside the thief. Logit-recovery error on a sample of the generated "
         f"queries (the first {PROBE_ROWS} inputs of every {PROBE_EVERY}th victim call) against the victim's true "
         "logits, both centred per sample."
     )
     argv, sys.argv = sys.argv, command_argv  # the command the result file records
     try:
-        run = Run(f"dfme_mnist_ablation_{args.budget}", config, PAPER, notes, selectors=("seeds", "loss", "directions"))
+        run = Run(name, config, PAPER, notes, selectors=("seeds", "loss", "directions"))
     finally:
         sys.argv = argv
     run.data["budget"] = args.budget
@@ -234,7 +259,9 @@ def run_ablation(args, command_argv) -> int:
             for m in directions:
                 run.row(
                     f"{loss}-m{m}-seed{seed}",
-                    lambda: ablation_row(args.data, args.budget, seed, every, args.victim_epochs, loss, m),  # noqa: B023
+                    lambda seed=seed, loss=loss, m=m: ablation_row(
+                        args.data, args.budget, seed, every, args.victim_epochs, loss, m, args.dataset
+                    ),
                 )
     run.finish()
     for r in run.rows:

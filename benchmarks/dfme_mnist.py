@@ -35,6 +35,10 @@ for every ``--seeds`` x ``--loss`` x ``--directions``, into ``benchmarks/results
 
     python benchmarks/dfme_mnist.py --ablation --budget 200000 --seeds 0,1,2 --resume
     python benchmarks/dfme_mnist.py --ablation --budget 200000 --loss l1,kl --directions 1,2,5,10 --resume
+    python benchmarks/dfme_mnist.py --ablation --dataset digits28 --budget 200000 --seeds 0,1,2 --resume
+
+``--dataset digits28`` runs it on the second 28x28 data set (scikit-learn's digits upsampled to 28x28, no data root
+needed), into ``benchmarks/results/dfme_digits28_ablation_<budget>.json``.
 
 Writes ``benchmarks/results/dfme_mnist_<budget>.json`` (numbers, command, versions, seed, wall time, machine) and
 prints a markdown table. ``--resume`` skips thieves already finished in that file (each thief's result is written as
@@ -343,7 +347,9 @@ def main(argv=None) -> int:
     parser.add_argument("--thieves", default=",".join(THIEVES), help=f"comma-separated subset of {','.join(THIEVES)}")
     parser.add_argument("--every", type=int, default=None, help="queries between test measurements (default budget/20)")
     parser.add_argument("--data", default=os.environ.get("ART_EXT_DATA"), help="data root holding mnist/")
-    parser.add_argument("--victim-epochs", type=int, default=3)
+    parser.add_argument(
+        "--victim-epochs", type=int, default=None, help="victim training epochs (default 3; 30 on --dataset digits28)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--knockoff-epochs", type=int, default=10, help="training epochs of knockoff-noise")
     parser.add_argument("--knockoff-batch", type=int, default=256, help="training batch size of knockoff-noise")
@@ -353,11 +359,19 @@ def main(argv=None) -> int:
     parser.add_argument("--loss", default="l1", help="with --ablation: comma-separated losses of the attack (l1, kl)")
     parser.add_argument("--directions", default="1", help="with --ablation: comma-separated zeroth-order directions m")
     parser.add_argument("--seeds", default=None, help="with --ablation: comma-separated seeds (default --seed)")
+    parser.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=("mnist", "digits28"),
+        help="with --ablation: the victim's data, MNIST or scikit-learn's digits upsampled to 28x28",
+    )
     args = parser.parse_args(argv)
+    if args.victim_epochs is None:
+        args.victim_epochs = 30 if args.dataset == "digits28" else 3
     if args.ablation:
         return ablation(parser, args, sys.argv if argv is None else ["benchmarks/dfme_mnist.py", *argv])
-    if args.loss != "l1" or args.directions != "1" or args.seeds is not None:
-        parser.error("--loss, --directions and --seeds go with --ablation")
+    if args.loss != "l1" or args.directions != "1" or args.seeds is not None or args.dataset != "mnist":
+        parser.error("--loss, --directions, --seeds and --dataset go with --ablation")
     thieves = [t.strip() for t in args.thieves.split(",") if t.strip()]
     unknown = sorted(set(thieves) - set(THIEVES))
     if unknown or args.budget < 7 * 256:

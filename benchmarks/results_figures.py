@@ -167,6 +167,8 @@ def _dfme_vs_queries(items, by_stem) -> Figure:
             x, y = _points(r.get("curve"), "queries", "ratio")
             if not x or (r.get("defence") not in (None, "none")) or "knockoff" in str(r.get("thief_key")):
                 continue
+            if r.get("dataset", "mnist") != "mnist":
+                continue
             if "loss" in r:
                 if r.get("loss") == "l1" and r.get("n_directions") == 1 and r.get("budget") == 200_000:
                     series.append((f"art_ext pytorch, 200k, seed {r['seed']}", x, y))
@@ -188,15 +190,17 @@ def _dfme_ablation(items, by_stem) -> Figure:
     series = []
     for r in ablation_rows(items):
         x, y = _points(r.get("curve"), "queries", "ratio")
-        if x and r.get("budget") != 200_000:
-            series.append((f"loss {r['loss']}, m={r['n_directions']}, seed {r['seed']}", x, y))
+        dataset = r.get("dataset", "mnist")
+        if x and (r.get("budget") != 200_000 or dataset != "mnist"):
+            what = f"loss {r['loss']}, m={r['n_directions']}, seed {r['seed']}"
+            series.append((f"{what}, {r['budget'] // 1000}k" + ("" if dataset == "mnist" else f", {dataset}"), x, y))
     return Figure(
         "dfme_ablation.png",
         "DFME ablation: accuracy against queries per loss and m",
         series,
         "queries to the victim",
         "student accuracy / victim accuracy",
-        "DFME ablation on MNIST: loss and directions m",
+        "DFME ablation (MNIST at 100k, digits28 at 200k): loss and directions m",
     )
 
 
@@ -265,7 +269,7 @@ def ablation_rows(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any
     return [
         r
         for stem, d in items
-        if str(d.get("benchmark", stem)).startswith("dfme_mnist_ablation")
+        if str(d.get("benchmark", stem)).startswith(("dfme_mnist_ablation", "dfme_digits28_ablation"))
         for r in _rows(d)
         if "loss" in r
     ]

@@ -95,7 +95,13 @@ def test_ablation_options_refused_before_anything_is_spent(bench, capsys):
         bench.main(["--ablation", "--loss", "l1,ce", "--out", os.devnull])
     err = capsys.readouterr().err
     assert "--loss ce" in err and "'l1', 'kl'" in err
-    for argv in (["--ablation", "--directions", "0"], ["--loss", "kl"], ["--ablation", "--thieves", "reference"]):
+    for argv in (
+        ["--ablation", "--directions", "0"],
+        ["--loss", "kl"],
+        ["--ablation", "--thieves", "reference"],
+        ["--dataset", "digits28"],  # the second data set is an ablation option
+        ["--ablation", "--dataset", "cifar10"],
+    ):
         with pytest.raises(SystemExit):
             bench.main([*argv, "--out", os.devnull])
         assert "--" in capsys.readouterr().err
@@ -147,3 +153,22 @@ def test_probe_logit_error_is_the_probability_floors(bench):
     assert summary["generator_share"] == 1.0 and summary["floored_share"] == 1.0
     assert summary["logit_mae"] == pytest.approx(expected, abs=1e-4) and summary["logit_mae"] > 2.5
     assert summary["logit_rel_error"] == pytest.approx(expected * 10 / (27 + 9 * 3), abs=1e-4)
+
+
+@torch_only
+def test_digits28_is_the_digits_upsampled_to_28x28_in_the_unit_box():
+    import sys
+
+    sys.path.insert(0, os.path.dirname(BENCH))
+    from dfme_ablation import load_digits28
+
+    from art_ext.data import load_digits
+
+    (x_train, y_train), (x_test, y_test), lo, hi = load_digits28()
+    (d_train, dy_train), (d_test, _), _, _ = load_digits(channels_first=True)
+    assert x_train.shape == (len(d_train), 1, 28, 28) and x_test.shape == (len(d_test), 1, 28, 28)
+    assert x_train.dtype == np.float32 and (lo, hi) == (0.0, 1.0) and x_train.min() >= 0.0 and x_train.max() <= 1.0
+    assert np.array_equal(y_train, dy_train)
+    # an upsampling, not new data: averaging 28x28 back to 7x7 blocks follows the 8x8 image's mass
+    coarse = x_train[:, 0].reshape(len(x_train), 7, 4, 7, 4).mean(axis=(2, 4))
+    assert np.corrcoef(coarse.sum(axis=(1, 2)), d_train.sum(axis=(1, 2, 3)))[0, 1] > 0.99
