@@ -21,8 +21,9 @@ import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_ablation import ablation_table  # noqa: E402
 from results_choosing import write as write_choosing  # noqa: E402
-from results_figures import ablation_rows, figures  # noqa: E402
+from results_figures import figures  # noqa: E402
 from results_targets import target_rows  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,15 +41,6 @@ TITLES = {
 ORDER = list(TITLES)
 #: most columns of one table on the page (wider row sets are split into several tables)
 MAX_COLUMNS = 7
-#: the DFME ablation's runs: the main row at 200k over three seeds, the loss and m rows at 100k with seed 0
-ABLATION_COMMANDS = [
-    "ART_EXT_DATA=<data root> python benchmarks/dfme_mnist.py --ablation --resume --budget 200000 --seeds 0,1,2",
-    "ART_EXT_DATA=<data root> python benchmarks/dfme_mnist.py --ablation --resume --budget 100000 --loss l1,kl",
-    "ART_EXT_DATA=<data root> python benchmarks/dfme_mnist.py --ablation --resume --budget 100000 --directions 2,5,10",
-    "python benchmarks/dfme_mnist.py --ablation --resume --dataset digits28 --budget 200000 --seeds 0,1,2",
-]
-#: the ablation's data sets as the table names them
-DATASET_LABELS = {"mnist": "MNIST", "digits28": "digits28"}
 #: the row's name in a runs table: the first of these keys a row has
 LABELS = ("training", "method", "model", "thief", "key")
 
@@ -149,46 +141,6 @@ def scalar_columns(rows: list[dict[str, Any]], first: str | None = None) -> list
             if k not in cols and not isinstance(v, (list, dict)) and k not in ("key", "table"):
                 cols.append(k)
     return cols
-
-
-def ablation_table(items: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """The DFME ablation: one row per budget, loss and m, the mean over its seeds."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in ablation_rows(items):
-        dataset = str(r.get("dataset", "mnist"))
-        key = (dataset != "mnist", dataset, -int(r["budget"]), str(r["loss"]), int(r["n_directions"]))
-        groups.setdefault(key, []).append(r)
-    if not groups:
-        return [
-            "No ablation run has finished yet. These commands write its rows (each resumes; the page shows the rows "
-            "finished so far):",
-            "",
-            ".. code-block:: bash",
-            "",
-            *[line for c in ABLATION_COMMANDS for line in wrap(c)],
-            "",
-        ]
-
-    def mean(rows, key):
-        return sum(float(r[key]) for r in rows) / len(rows)
-
-    table = []
-    for (_, dataset, budget, loss, m), rows in sorted(groups.items()):
-        acc = [float(r["student_accuracy"]) for r in rows]
-        spread = f" ({min(acc):.1%} to {max(acc):.1%})" if len(rows) > 1 else ""
-        table.append(
-            {
-                "run": f"{DATASET_LABELS.get(dataset, dataset)}: loss {loss}, m={m}, {-budget // 1000}k queries",
-                "seeds": ", ".join(str(r["seed"]) for r in rows),
-                "student accuracy (x victim)": f"{mean(rows, 'student_accuracy'):.1%}{spread} "
-                f"({mean(rows, 'student_victim_ratio'):.3f}x)",
-                "generator's share of queries": f"{mean(rows, 'generator_share'):.1%}",
-                "logit recovery error: mean abs. (relative)": f"{mean(rows, 'logit_mae'):.3f} "
-                f"({mean(rows, 'logit_rel_error'):.1%})",
-                "probed inputs with a probability under the floor": f"{mean(rows, 'floored_share'):.1%}",
-            }
-        )
-    return list_table(table, list(table[0]), widths=[22, 8, 22, 14, 20, 14])
 
 
 def paper_line(paper: Any) -> str:
@@ -309,7 +261,7 @@ def render(results: str, out: str, plots_dir: str | None = None, intro: str = ""
         "200k queries.",
         "",
     ]
-    lines += ablation_table(items)
+    lines += ablation_table(items, list_table, wrap)
     used_by: dict[str, list[str]] = {}
     for row in checked:
         for stem in row.get("runs", []):

@@ -115,6 +115,36 @@ def test_verdict_is_computed_from_the_json(tmp_path, render):
     assert glance[LMT][0].startswith("40.3% (40.0% to 41.0%)") and glance[LMT][3] == "missed, by 0.3 points"
     vat_row = glance["VAT (plain), MNIST, 100 labels: test error at most 1.5%"]
     assert vat_row == ["1.49%", "0", "1.36% (VAT)", "met (run incomplete)"]
+    # a missed FGSM row says what differs from the paper, from the run's own configuration and rows
+    fgsm = {"benchmark": "fgsm_mnist", "config": {"architecture": "maxout", "epochs": 10, "adv_epochs": 5}}
+    fgsm["rows"] = [{"key": "n", "model": "normal", "fgsm_error": 0.95, "clean_error": 0.025}]
+    fgsm["rows"].append({"key": "a", "model": "FGSM-trained", "fgsm_error": 0.19, "clean_error": 0.04})
+    _write(results, "fgsm_mnist", fgsm)
+    glance = _glance(render(str(results), str(tmp_path / "results.rst")))
+    normal = glance["FGSM (eps 0.25) error on the maxout network, within 3 points"]
+    assert normal[3] == (
+        "missed, +5.6 points; differs: 10 epochs of Adam, not the paper's SGD trained to early stopping; clean error "
+        "2.50% against the paper's 0.94%"
+    )
+    assert glance["FGSM error on the FGSM-trained maxout network, within 3 points"][3] == "met"  # nothing to explain
+    # the distillation row carries the measured JSMA split
+    distilled = {"key": "d", "model": "distilled T=100", "JSMA (softmax)": 0.05}
+    distilled |= {"JSMA (softmax): zero target gradient": 0.9, "JSMA (softmax) success, zero gradient": 0.0}
+    distilled["JSMA (softmax) success, non-zero gradient"] = 0.5
+    config = {"epochs": 50, "train_size": 60000}
+    _write(results, "distillation_mnist", {"benchmark": "distillation_mnist", "config": config, "rows": [distilled]})
+    # the paper's loop as the mean over the seeds it ran
+    for seed, ratio in ((0, 0.90), (1, 0.96)):
+        loop = {"thief_key": "reference", "thief": "reference loop", "queries": 199_000, "student_victim_ratio": ratio}
+        _write(results, f"dfme_mnist_200000_s{seed}", {"benchmark": "dfme_mnist", "seed": seed, "rows": [loop]})
+    glance = _glance(render(str(results), str(tmp_path / "results.rst")))
+    jsma = glance["Distillation (T=100): JSMA success on the distilled network, within 2 points"]
+    assert (
+        jsma[0]
+        == "5.0%; target gradient exactly zero on 90.0% of inputs, success 0.0% where zero, success 50.0% where non-zero"
+    )
+    dfme = glance["DFME on MNIST, 200k queries: student / victim accuracy at least the paper's loop"]
+    assert dfme[2] == "0.930x (the paper's loop, our runs at 200k, mean of seeds 0, 1, 0.900x to 0.960x)"
 
 
 def test_tables_fit_the_page_and_figures_are_drawn(tmp_path, render):
@@ -175,16 +205,23 @@ def test_dfme_ablation_table_from_the_ablation_files(tmp_path, render):
     _write(results, "dfme_mnist_ablation_200000", dict(base, rows=[row(0, "l1", 1, 0.96, 2 / 7)]))
     _write(results, "dfme_mnist_ablation_200000_seed1", dict(base, rows=[row(1, "l1", 1, 0.94, 2 / 7)]))
     rows = [row(0, "kl", 1, 0.5, 2 / 7, 100_000), row(0, "l1", 10, 0.9, 11 / 16, 100_000)]
+    rows.append(dict(row(0, "l1", 1, 0.09, 2 / 7, 100_000), curve=[{"queries": 100_000, "ratio": 0.09}]))
     _write(results, "dfme_mnist_ablation_100000", {"benchmark": "dfme_mnist_ablation_100000", "rows": rows})
+    digits = {"benchmark": "dfme_digits28_ablation_200000", "config": {"dataset": "digits28"}}
+    _write(results, "dfme_digits28_ablation_200000", dict(digits, rows=[dict(row(0, "l1", 1, 0.99, 0.3), dataset="digits28")]))  # fmt: skip
     text = render(str(results), str(tmp_path / "results.rst"))
     ablation = text.split("DFME ablation: loss and zeroth-order directions")[1].split("Runs behind the rows\n----")[0]
-    assert "loss l1, m=1, 200k queries\n     - 0, 1\n     - 95.0% (94.0% to 96.0%) (0.950x)" in ablation
+    assert "MNIST: loss l1, m=1, 200k queries\n     - 0, 1\n     - 95.0% (94.0% to 96.0%) (0.950x)" in ablation
+    assert "digits28: loss l1, m=1, 200k queries\n     - 0\n     - 99.0% (0.990x)" in ablation
+    # a run ending at chance, with the same seed longer: when its student left chance level
+    assert "MNIST, loss l1, m=1, seed 0: at chance level for all of its 100k queries; the same run at 200k passed " \
+        "0.2x after 1k queries and ended at 0.960x." in ablation  # fmt: skip
     assert "loss l1, m=10, 100k queries" in ablation and "68.8%" in ablation  # the generator's share at m=10
     assert "loss kl, m=1, 100k queries" in ablation and "0.500 (10.0%)" in ablation
     # the main row of the targets: art_ext at 200k over both seeds, against the paper's loop (not run here)
     glance = _glance(text)
     main = glance["DFME on MNIST, 200k queries: student / victim accuracy at least the paper's loop"]
-    assert main[:2] == ["0.950x (0.940x to 0.960x)", "0, 1"] and main[3].startswith("missed")
+    assert main[:2] == ["0.950x (0.940x to 0.960x)", "0, 1"] and main[3].startswith("missed")  # digits28 apart
 
 
 def test_render_empty_folder(tmp_path, render):
