@@ -349,7 +349,7 @@ def test_cli_distill_quick_writes_report(framework, tmp_path):
 
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_jsma_split_measures_where_the_softmax_gradient_vanishes(framework, digits, scale):
-    # The cause of JSMA's failure on a distilled network, measured per input: with logits scaled far enough, the
+    # Where JSMA's successes on a distilled network come from, measured per input: with logits scaled far enough, the
     # float32 softmax of the target class underflows and its input gradient is exactly zero. No training: a seeded
     # MLP whose last layer is scaled by `scale`.
     from art_ext.backend import get_backend

@@ -143,6 +143,7 @@ def test_verdict_is_computed_from_the_json(tmp_path, render):
         jsma[0]
         == "5.0%; target gradient exactly zero on 90.0% of inputs, success 0.0% where zero, success 50.0% where non-zero"
     )
+    assert jsma[3].endswith("cause measured: 0% of the successes start from an all-zero saliency map, where ART's JSMA goes on changing pixels no gradient chose; an attack stopping there would succeed on at most 5.0%")  # fmt: skip
     dfme = glance["DFME on MNIST, 200k queries: student / victim accuracy at least the paper's loop"]
     assert dfme[2] == "0.930x (the paper's loop, our runs at 200k, mean of seeds 0, 1, 0.900x to 0.960x)"
 

@@ -212,9 +212,10 @@ def temperature_sweep(
 
 def _jsma_success(clf: Any, x: np.ndarray, y: np.ndarray, gamma: float, seed: int | None, batch_size: int) -> dict:
     """
-    Targeted JSMA success on the softmax (Papernot's setting) and on the logits (random targets != y), and why the
-    softmax attack fails: the share of inputs whose softmax target-class gradient is exactly zero in the model's
-    precision (JSMA then has no feature to pick), with the success rate on each side of that split.
+    Targeted JSMA success on the softmax (Papernot's setting) and on the logits (random targets != y), and where the
+    softmax attack's successes come from: the share of inputs whose softmax target-class gradient is exactly zero in
+    the model's precision (JSMA's saliency map is then all zero and ART's attack raises pixels no gradient chose),
+    with the success rate on each side of that split.
     """
     from art.attacks.evasion import SaliencyMapMethod
 
