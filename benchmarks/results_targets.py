@@ -119,6 +119,10 @@ def _vat_why(rows: list[Row], configs: list[dict[str, Any]]) -> str:
     chosen = [r.get("selected_epoch") for r in rows if r.get("selected_epoch")]
     if chosen:
         text += f"; epochs {', '.join(str(e) for e in chosen)} selected on held-out training images"
+    for r in rows:  # a run whose held-out error climbed back: the plain-VAT drift, measured
+        curve = [float(c["error"]) for c in r.get("validation_error_curve") or []]
+        if curve and curve[-1] - min(curve) > 0.02:
+            text += f"; seed {r.get('seed')}: held-out error {min(curve):.1%} at best, {curve[-1]:.1%} at the end"
     return text
 
 
@@ -401,7 +405,8 @@ def target_rows(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]
             ours += f"; {extra}"
         ref = target.reference(items)
         verdict = "met" if target.ok(mean, ref) else f"missed, {target.gap(mean, ref)}"
-        why = "" if target.ok(mean, ref) else target.why(best["rows"], best["configs"])
+        seeded = [dict(r, seed=r.get("seed", seed)) for r, seed in zip(best["rows"], best["seeds"])]
+        why = "" if target.ok(mean, ref) else target.why(seeded, best["configs"])
         if why:
             verdict += f"; {why}"
         if not best["complete"]:
