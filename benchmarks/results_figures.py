@@ -49,7 +49,7 @@ def plot(path: str, series, xlabel: str, ylabel: str, title: str, logx=False, an
     if ax.get_legend_handles_labels()[0]:  # below the axes, where it hides no curve
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend below the axes is never cut
     plt.close(fig)
 
 
@@ -121,7 +121,7 @@ def _vat_vs_epochs(items, by_stem) -> Figure:
             continue
         for group in configurations(items, target):
             data = by_stem[group["stems"][0]]
-            for key, split in (("error_curve", "test"), ("validation_error_curve", "held-out validation")):
+            for key, split in (("error_curve", "test"), ("validation_error_curve", "held-out")):
                 x, y = _mean_curve([_points(r.get(key), "epoch", "error") for r in group["rows"]])
                 if x:
                     what = _describe(data, "epochs", "lr_schedule")
