@@ -100,6 +100,8 @@ def test_text_bad_inputs(framework, corpus):
         trainer.fit(x_train[:8] + len(vocab), y_train[:8], nb_epochs=1)
     with pytest.raises(ValueError, match="shape"):
         trainer.fit(x_train[:8, :5], y_train[:8], nb_epochs=1)
+    with pytest.raises(ValueError, match="restore_best.*images only"):
+        trainer.fit(x_train[:8], y_train[:8], nb_epochs=1, validation_data=(x_train, y_train), restore_best=True)
     with pytest.raises(TypeError, match="loss_gradient_embeddings"):
         clf.loss_gradient(x_train[:2], y_train[:2])
     with pytest.raises(TypeError, match="embed"):

@@ -276,6 +276,8 @@ class VirtualAdversarialTrainer(Trainer):
         if x_unlabeled is not None:
             x_unlabeled = self._check_x(x_unlabeled, "x_unlabeled")
         validation = None if self.is_text else check_validation_data(clf, kwargs.get("validation_data"))
+        if self.is_text and kwargs.get("restore_best"):
+            raise ValueError("`restore_best` selects on `validation_data`, which this trainer takes for images only.")
         restore_best = check_restore_best(kwargs.get("restore_best", False), validation)
         n_l = len(x)
         if labeled_batch_size is None:
