@@ -49,8 +49,11 @@ class Target:
     rows_of: Callable[[dict[str, Any]], list[Row]] = field(default=lambda data: _rows(data))
     #: a reference measured by us (e.g. the paper's algorithm run beside ours), formatted into `paper` as ``{ref}``
     reference: Callable[[list[tuple[str, dict[str, Any]]]], float | None] = field(default=lambda items: None)
-    #: what differs from the paper's setting, stated beside a missed verdict: (rows, configs of their files) -> text
-    why: Callable[[list[Row], list[dict[str, Any]]], str] = field(default=lambda rows, configs: "")
+    #: what differs from the paper's setting, stated beside a missed verdict: (rows, configs of their files, every
+    #: configuration of the target as :func:`configurations` returns them) -> text
+    why: Callable[[list[Row], list[dict[str, Any]], list[dict[str, Any]]], str] = field(
+        default=lambda rows, configs, groups: ""
+    )
 
 
 def _mean(rows: list[Row], key: str) -> float | None:
@@ -82,7 +85,7 @@ def _jsma_cause(rows: list[Row]) -> str:
     return ", ".join(parts)
 
 
-def _jsma_why(rows: list[Row], configs: list[dict[str, Any]]) -> str:
+def _jsma_why(rows: list[Row], configs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     """The measured cause of a JSMA success above the paper's: the successes from inputs whose saliency map was all
     zero (ART's SaliencyMapMethod still changes two pixels a step then, chosen by no gradient), and the most an
     attack stopping at an all-zero map could have kept."""
@@ -112,7 +115,7 @@ def _vat(method: str) -> Callable[[Row], float | None]:
     return lambda r: r.get("error") if r.get("method") == method and r.get("labels") == 100 else None
 
 
-def _vat_why(rows: list[Row], configs: list[dict[str, Any]]) -> str:
+def _vat_why(rows: list[Row], configs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     """What separates a plain-VAT run from the paper's: the network, the updates, and how the epoch was chosen."""
     steps = _mean(rows, "steps")
     text = "differs: LeNet-5" + (f" and {steps:,.0f} updates" if steps else "") + ", not the paper's network and 48k"
@@ -134,16 +137,26 @@ def _fgsm(model: str) -> Callable[[Row], float | None]:
 FGSM_PAPER_CLEAN = {"normal": 0.0094, "FGSM-trained": 0.00782}
 
 
-def _fgsm_why(model: str) -> Callable[[list[Row], list[dict[str, Any]]], str]:
-    """The training that differs from the paper's, with the clean error that shows how far each model trained."""
+def _fgsm_why(model: str) -> Callable[[list[Row], list[dict[str, Any]], list[dict[str, Any]]], str]:
+    """The training that differs from the paper's, the clean error that shows how far each model trained, and the
+    error after each number of epochs run."""
 
-    def why(rows: list[Row], configs: list[dict[str, Any]]) -> str:
+    def epochs_of(config: dict[str, Any]) -> Any:
+        return config.get("epochs") if model == "normal" else (config.get("adv_epochs") or config.get("epochs"))
+
+    def why(rows: list[Row], configs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
         clean = _mean(rows, "clean_error")
-        config = configs[0] if configs else {}
-        epochs = config.get("epochs") if model == "normal" else (config.get("adv_epochs") or config.get("epochs"))
-        text = f"differs: {epochs} epochs of Adam, not the paper's SGD trained to early stopping"
+        text = f"differs: {epochs_of(configs[0] if configs else {})} epochs of Adam, not the paper's SGD trained to " \
+            "early stopping"  # fmt: skip
         if clean is not None:
             text += f"; clean error {clean:.2%} against the paper's {FGSM_PAPER_CLEAN[model]:.2%}"
+        runs = sorted(
+            (int(epochs_of(g["configs"][0])), sum(g["values"]) / len(g["values"]))
+            for g in groups
+            if g["configs"] and isinstance(epochs_of(g["configs"][0]), int)
+        )
+        if len({e for e, _ in runs}) > 1:
+            text += "; FGSM error " + ", ".join(f"{v:.1%} after {e} epochs" for e, v in runs)
         return text
 
     return why
@@ -403,7 +416,7 @@ def target_rows(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]
         ref = target.reference(items)
         verdict = "met" if target.ok(mean, ref) else f"missed, {target.gap(mean, ref)}"
         seeded = [dict(r, seed=r.get("seed", seed)) for r, seed in zip(best["rows"], best["seeds"])]
-        why = "" if target.ok(mean, ref) else target.why(seeded, best["configs"])
+        why = "" if target.ok(mean, ref) else target.why(seeded, best["configs"], groups)
         if why:
             verdict += f"; {why}"
         if not best["complete"]:

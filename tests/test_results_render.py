@@ -127,6 +127,16 @@ def test_verdict_is_computed_from_the_json(tmp_path, render):
         "2.50% against the paper's 0.94%"
     )
     assert glance["FGSM error on the FGSM-trained maxout network, within 3 points"][3] == "met"  # nothing to explain
+    # with runs of several lengths, a missed row gives the error after each
+    fgsm["config"] = dict(fgsm["config"], adv_epochs=2)
+    fgsm["rows"][1] = dict(fgsm["rows"][1], fgsm_error=0.40)
+    _write(results, "fgsm_mnist", fgsm)
+    short = dict(fgsm, config=dict(fgsm["config"], adv_epochs=1), rows=[dict(fgsm["rows"][1], fgsm_error=0.5)])
+    _write(results, "fgsm_mnist_short", short)
+    glance = _glance(render(str(results), str(tmp_path / "results.rst")))
+    assert glance["FGSM error on the FGSM-trained maxout network, within 3 points"][3].endswith(
+        "FGSM error 50.0% after 1 epochs, 40.0% after 2 epochs"
+    )
     # the distillation row carries the measured JSMA split
     distilled = {"key": "d", "model": "distilled T=100", "JSMA (softmax)": 0.05}
     distilled |= {"JSMA (softmax): zero target gradient": 0.9, "JSMA (softmax) success, zero gradient": 0.0}
