@@ -243,6 +243,10 @@ def render(results: str, out: str, plots_dir: str | None = None, intro: str = ""
         "",
     ]
     lines += list_table(checked, ["target", "ours", "seeds", "paper", "verdict"], widths=[34, 22, 9, 18, 17])
+    whys = [row for row in checked if row.get("why")]
+    if whys:
+        lines += ["What separates the missed rows from the papers, measured in the runs behind them:", ""]
+        lines += [f"- *{row['target']}*: {row['why']}." for row in whys] + [""]
     lines += ["The papers' figures, redrawn from our JSON", "-" * 42, ""] + figures(items, plots_dir, plots_rel)
     lines += [TITLES["dfme_mnist_ablation"], "-" * len(TITLES["dfme_mnist_ablation"]), ""]
     lines += [

@@ -118,7 +118,7 @@ def _vat(method: str) -> Callable[[Row], float | None]:
 def _vat_why(rows: list[Row], configs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     """What separates a plain-VAT run from the paper's: the network, the updates, and how the epoch was chosen."""
     steps = _mean(rows, "steps")
-    text = "differs: LeNet-5" + (f" and {steps:,.0f} updates" if steps else "") + ", not the paper's network and 48k"
+    text = "LeNet-5" + (f" and {steps:,.0f} updates" if steps else "") + ", not the paper's network and 48k"
     chosen = [r.get("selected_epoch") for r in rows if r.get("selected_epoch")]
     if chosen:
         text += f"; epochs {', '.join(str(e) for e in chosen)} selected on held-out training images"
@@ -146,7 +146,7 @@ def _fgsm_why(model: str) -> Callable[[list[Row], list[dict[str, Any]], list[dic
 
     def why(rows: list[Row], configs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
         clean = _mean(rows, "clean_error")
-        text = f"differs: {epochs_of(configs[0] if configs else {})} epochs of Adam, not the paper's SGD trained to " \
+        text = f"{epochs_of(configs[0] if configs else {})} epochs of Adam, not the paper's SGD trained to " \
             "early stopping"  # fmt: skip
         if clean is not None:
             text += f"; clean error {clean:.2%} against the paper's {FGSM_PAPER_CLEAN[model]:.2%}"
@@ -418,7 +418,7 @@ def target_rows(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]
         seeded = [dict(r, seed=r.get("seed", seed)) for r, seed in zip(best["rows"], best["seeds"])]
         why = "" if target.ok(mean, ref) else target.why(seeded, best["configs"], groups)
         if why:
-            verdict += f"; {why}"
+            verdict += " (why: below)"
         if not best["complete"]:
             verdict += " (run incomplete)"
         seeds = ", ".join(str(s) for s in sorted(best["seeds"], key=str))
@@ -431,6 +431,7 @@ def target_rows(items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]
                 "verdict": verdict,
                 "runs": best["stems"],
                 "mean": mean,
+                "why": why,
             }
         )
     return out
