@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--art-inputs", type=int, default=4, help="inputs for the ART speed comparison (0: skip)")
     args = p.parse_args(argv)
+    if not 0 <= args.validation <= 50_000:
+        p.error(f"--validation must be between 0 and 50000 held-out training images, got {args.validation}")
     if args.quick:
         args.epochs, args.unlabeled, args.test = 3, args.unlabeled or 5000, args.test or 2000
 
